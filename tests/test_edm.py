@@ -184,3 +184,27 @@ def test_dsm_loss_bad_input():
         dsm_loss(gaussian_denoiser(0, SD), x0, reduction="sum")
     with pytest.raises(ValueError, match="noise shape"):
         dsm_loss(gaussian_denoiser(0, SD), x0, noise=torch.zeros(2, 4))
+
+
+# ---- the analytic toy -------------------------------------------------------------------------------
+
+def test_gaussian_mixture_denoiser_is_tweedie():
+    """mu(x, sigma) = x + sigma^2 grad log p(x | sigma) (Tweedie), p from torch.distributions."""
+    from torch import distributions as dist
+    means = torch.tensor([[1.0, 0.0], [-0.5, 0.8], [0.0, -1.0]], dtype=torch.float64)
+    stds, weights = torch.tensor([0.1, 0.3, 0.2], dtype=torch.float64), torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    gm = edm.GaussianMixture(means, stds, weights, classes=[0, 1, 1])
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for sigma in (0.05, 0.7, 5.0):
+        for label, idx in ((None, [0, 1, 2]), (-1, [0, 1, 2]), (1, [1, 2])):
+            w = weights[idx] / weights[idx].sum()
+            comp = dist.Independent(dist.Normal(means[idx], (stds[idx] ** 2 + sigma**2).sqrt()[:, None].expand(-1, 2)), 1)
+            p = dist.MixtureSameFamily(dist.Categorical(w), comp)
+            xr = x.clone().requires_grad_(True)
+            score, = torch.autograd.grad(p.log_prob(xr).sum(), xr)
+            cond = None if label is None else {"label": torch.full((6,), label)}
+            torch.testing.assert_close(gm.denoise(x, torch.full((6,), sigma), cond), x + sigma**2 * score)
+    x0, k = gm.sample(5000, torch.Generator().manual_seed(8), label=1)
+    assert set(k.tolist()) == {1, 2} and abs((k == 1).double().mean().item() - 0.6) < 0.03
+    with pytest.raises(ValueError, match="means"):
+        edm.GaussianMixture(torch.zeros(3), 0.1)

@@ -223,3 +223,52 @@ def dsm_loss(model: Callable, x0: Tensor, cond: dict | None = None, sigma: Tenso
     err = (x0_hat.float() - x0.float()).pow(2).reshape(B, -1).mean(1)
     loss = edm_loss_weight(sigma, sigma_data) * err
     return loss.mean() if reduction == "mean" else loss
+
+
+# ---- an analytic toy: Gaussian-mixture data with its exact denoiser ----------------------------
+
+class GaussianMixture:
+    """Isotropic Gaussian-mixture data in R^d whose posterior mean E[x0 | x, sigma] is exact.
+
+    p(x | sigma) = sum_k pi_k N(mu_k, (s_k^2 + sigma^2) I), so mu(x, sigma) = sum_k r_k(x) (mu_k + s_k^2 (x - mu_k)
+    / (s_k^2 + sigma^2)) with responsibilities r_k. `classes[k]` labels component k; a condition
+    {"label": [B]} restricts the mixture to that class (label < 0 = null = the whole mixture), which makes a
+    conditional toy for CFG.
+    """
+
+    def __init__(self, means: Tensor, stds: Tensor | float, weights: Tensor | None = None,
+                 classes: Tensor | None = None):
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        if self.means.ndim != 2:
+            raise ValueError(f"means must be [K, d], got shape {tuple(self.means.shape)}")
+        K = self.means.shape[0]
+        self.stds = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
+        self.weights = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else \
+            torch.as_tensor(weights, dtype=torch.float64) / torch.as_tensor(weights, dtype=torch.float64).sum()
+        self.classes = torch.zeros(K, dtype=torch.long) if classes is None else torch.as_tensor(classes).long()
+
+    def sample(self, n: int, generator: torch.Generator | None = None, label: int | None = None):
+        """(x0 [n, d] float64, component index [n]); `label` restricts to one class."""
+        w = self.weights if label is None or label < 0 else self.weights * (self.classes == label)
+        k = torch.multinomial(w, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        return self.means[k] + self.stds[k, None] * z, k
+
+    def log_responsibilities(self, x: Tensor, sigma: Tensor, label: Tensor | None = None) -> Tensor:
+        """log r_k(x) at noise level sigma: [B, K]."""
+        var = self.stds**2 + sigma.reshape(-1, 1).double() ** 2                    # [B, K]
+        d = self.means.shape[1]
+        sq = ((x.double()[:, None, :] - self.means) ** 2).sum(-1)                  # [B, K]
+        logp = self.weights.log() - 0.5 * (sq / var + d * var.log())
+        if label is not None:
+            keep = (label.reshape(-1, 1) < 0) | (self.classes == label.reshape(-1, 1).long())
+            logp = logp.masked_fill(~keep, float("-inf"))
+        return logp.log_softmax(-1)
+
+    def denoise(self, x: Tensor, sigma: Tensor, cond: dict | None = None) -> Tensor:
+        """The exact denoiser E[x0 | x, sigma(, label)] in the model(x, sigma, cond) convention."""
+        sigma = _sigma_batch(sigma, x).double()
+        r = self.log_responsibilities(x, sigma, None if cond is None else cond["label"]).exp()
+        shrink = self.stds**2 / (self.stds**2 + sigma.reshape(-1, 1) ** 2)       # [B, K]
+        post = self.means + shrink[..., None] * (x.double()[:, None, :] - self.means)
+        return (r[..., None] * post).sum(1).to(x.dtype)
