@@ -1,0 +1,467 @@
+"""The one training loop every stage uses (VAE, base DiT, Presto-S/L/LS and the baselines).
+
+The caller owns the maths; the loop owns the plumbing. You hand it named modules, their optimisers and a
+step function; it does DDP, bf16 autocast, gradient clipping, EMA, checkpoint/exact resume, a NaN guard,
+tqdm and `<run_dir>/log.csv`:
+
+    def step_fn(ctx, batch, step):                    # batch: this rank's share of the global batch
+        loss = F.mse_loss(ctx.modules["net"](batch["x"]), batch["y"])
+        ctx.backward_and_step(loss, "net")             # zero_grad, backward, clip, NaN check, step, EMA
+        return {"loss": loss}                          # averaged over ranks, logged, shown in tqdm
+
+    cfg = TrainConfig(run_dir="data/run", max_steps=1000, batch_size=32)
+    ctx = train(step_fn, modules={"net": net}, optimizers={"net": AdamW(net.parameters())},
+                dataset=ds, cfg=cfg, ema=["net"])
+    ctx.ema["net"]                                     # the EMA weights, ready for export
+
+Several players fit without forking the loop. A GAN (the VAE, paper A.1) steps "disc" then "gen" inside one
+`step_fn`; Presto-S (Algorithm 1) alternates turns by `step` (e.g. 5 fake-score/discriminator steps per
+generator step) and passes its frozen real score model as `frozen=` (moved to the device, never saved or
+updated). Use `ctx.modules[name]` (DDP-wrapped when distributed) for the forward whose loss updates `name`,
+and `ctx.raw[name]` to use a module inside another player's loss (e.g. the discriminator in the generator loss).
+
+Launch (the same code path for one process and many):
+
+    python my_stage.py                                  # one process (CPU or one GPU)
+    torchrun --standalone --nproc_per_node 4 my_stage.py   # DDP: NCCL on GPU, gloo on CPU
+
+(`cfg.batch_size` is the global batch, so both commands train the same model; end a torchrun script with
+`cleanup_distributed()`. Notebooks call `train()` in-process, i.e. the one-process path.)
+
+Exact resume: a rerun with the same `run_dir` continues from `<run_dir>/checkpoints/latest.json` (modules,
+EMA, optimisers, per-rank RNG, step, `ctx.extra`) and ends with the same weights as an uninterrupted run on the
+same machine and world size. Data order is a pure function of (seed, step): global step s reads positions
+[s*B, (s+1)*B) of an endless sequence of seeded epoch permutations, rank r takes the r-th slice, and item i at
+position p is fetched under RNG seeded from (seed, p), so random crops inside a dataset resume exactly too.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import random
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from presto_lib import checkpoint as ckpt
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or gradient became NaN/inf; the run stopped and the last good checkpoint is untouched."""
+
+
+@dataclass
+class TrainConfig:
+    """Flat loop settings (model/optimiser hyperparameters belong to the caller)."""
+    run_dir: str                                 # checkpoints/ and log.csv go here
+    max_steps: int                               # total optimisation steps (calls of step_fn)
+    batch_size: int                              # global batch, split evenly over ranks
+    ckpt_every: int = 500                        # also saved at the end and when stopping
+    log_every: int = 10                          # log.csv row = mean of metrics over this many steps
+    grad_clip: float | dict[str, float] | None = 1.0   # max grad norm (per optimiser name when a dict)
+    ema_decay: float = 0.999                     # with warm-up min(decay, (1+s)/(10+s))
+    amp: str = "auto"                            # "auto" (bf16 on CUDA), "bf16" or "none"
+    seed: int = 0
+    num_workers: int = 0
+    keep_checkpoints: int = 2
+    stop_after: int | None = None                # stop (with a checkpoint) after this many steps of this call
+    find_unused_parameters: bool = False
+    desc: str = "train"
+
+    def __post_init__(self):
+        if self.max_steps < 0 or self.batch_size < 1 or self.ckpt_every < 1 or self.log_every < 1:
+            raise ValueError(f"bad TrainConfig: {self}")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError(f"amp must be 'auto', 'bf16' or 'none', not {self.amp!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed set-up (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; nothing set = one process)
+# ---------------------------------------------------------------------------------------------
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """Init the process group when launched by torchrun; returns (rank, world_size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group (call at the end of a torchrun script)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic, resumable data order
+# ---------------------------------------------------------------------------------------------
+
+class StepSampler(Sampler):
+    """Yields this rank's (index, position) pairs for global steps start..stop-1 (see module docstring)."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int, start: int, stop: int):
+        if n < 1:
+            raise ValueError("the training dataset is empty")
+        if batch_size % world:
+            raise ValueError(f"global batch_size {batch_size} is not divisible by world size {world}")
+        self.n, self.bs, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.start, self.stop, self._perm = start, stop, (None, None)
+
+    def index(self, pos: int) -> int:
+        """Dataset index at global sample position `pos` (epoch e = a seeded permutation)."""
+        epoch = pos // self.n
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g).tolist())
+        return self._perm[1][pos % self.n]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        per = self.bs // self.world
+        for s in range(self.start, self.stop):
+            first = s * self.bs + self.rank * per
+            yield [(self.index(p), p) for p in range(first, first + per)]
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run a block under python/numpy/torch RNGs seeded with `seed`, restoring the outer states after."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class SeededDataset(Dataset):
+    """Fetches item `index` under RNGs seeded from (seed, position): dataset randomness resumes exactly."""
+
+    def __init__(self, ds: Dataset, seed: int):
+        self.ds, self.seed = ds, seed
+
+    def __getitem__(self, item: tuple[int, int]):
+        idx, pos = item
+        with seeded((self.seed * 1_000_003 + pos) % 2**63):
+            return self.ds[idx]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV log (wide; the header grows when a new metric appears, e.g. GAN losses after warm-up)
+# ---------------------------------------------------------------------------------------------
+
+class CSVLog:
+    """Append-only metrics table at <run_dir>/log.csv (rank 0 writes)."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.rows: list[dict[str, str]] = []
+        if path.exists():  # drop rows a killed run logged after its last checkpoint
+            with open(path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
+        self.cols = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.cols)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict[str, float]) -> None:
+        row = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in row.items()}
+        self.rows.append(row)
+        if set(row) - set(self.cols):
+            self.cols += [k for k in row if k not in self.cols]
+            self._rewrite()
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.cols).writerow(row)
+
+
+# ---------------------------------------------------------------------------------------------
+# The context a step function sees
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """Modules, optimisers and helpers handed to `step_fn(ctx, batch, step)`."""
+    cfg: TrainConfig
+    modules: dict[str, nn.Module]                # DDP-wrapped (when distributed) trainable modules
+    raw: dict[str, nn.Module]                    # the same modules unwrapped
+    ema: dict[str, nn.Module]                    # EMA copies (eval mode, no grad)
+    frozen: dict[str, nn.Module]                 # on device, eval, never saved or updated
+    optimizers: dict[str, torch.optim.Optimizer]
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    step: int = 0                                # completed steps
+    extra: dict[str, Any] = field(default_factory=dict)   # JSON-able state saved with checkpoints
+    _opt_modules: dict[str, list[str]] = field(default_factory=dict)
+    _stepped: set = field(default_factory=set)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp_enabled(self) -> bool:
+        return self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.device.type == "cuda")
+
+    def autocast(self, enabled: bool = True):
+        """bf16 autocast on the loop's device when AMP is on (`autocast(False)` for an fp32 island)."""
+        if not self.amp_enabled:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def backward_and_step(self, loss: torch.Tensor, opt: str, retain_graph: bool = False) -> float:
+        """zero_grad -> backward (fp32) -> clip -> NaN check -> optimiser step -> mark EMA; returns grad norm."""
+        if opt not in self.optimizers:
+            raise ValueError(f"unknown optimiser {opt!r}; have {sorted(self.optimizers)}")
+        o = self.optimizers[opt]
+        o.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=False):
+            loss.backward(retain_graph=retain_graph)
+        params = [p for g in o.param_groups for p in g["params"] if p.grad is not None]
+        clip = self.cfg.grad_clip.get(opt) if isinstance(self.cfg.grad_clip, dict) else self.cfg.grad_clip
+        # DDP has already averaged the gradients, so every rank sees the same norm and stops together
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf) if params else torch.zeros(())
+        if not torch.isfinite(norm):
+            raise NonFiniteLossError(
+                f"non-finite loss/gradient for optimiser {opt!r} at step {self.step + 1} "
+                f"(loss={loss.item():.4g}, grad norm={norm.item():.4g}); the run stopped and the last good "
+                f"checkpoint in {Path(self.cfg.run_dir) / 'checkpoints'} is intact")
+        o.step()
+        o.zero_grad(set_to_none=True)
+        self._stepped.update(self._opt_modules.get(opt, []))
+        return float(norm)
+
+    def all_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks (identity for one process)."""
+        if self.world_size > 1:
+            x = x.clone()
+            dist.all_reduce(x)
+            x /= self.world_size
+        return x
+
+    def state_dict(self, name: str, ema: bool = True) -> dict[str, torch.Tensor]:
+        """Weights of module `name` (its EMA when it has one and `ema`)."""
+        m = self.ema[name] if ema and name in self.ema else self.raw[name]
+        return m.state_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA and checkpoint plumbing
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _save(ctx: Context, meta: dict) -> Path | None:
+    """Every rank writes its RNG; rank 0 writes the rest and publishes (latest.json moves last)."""
+    d = Path(ctx.cfg.run_dir) / "checkpoints"
+    tmp = d / f".step_{ctx.step:08d}.tmp"
+    if ctx.is_main:
+        ckpt.begin_training_state(d, ctx.step)
+    _barrier(ctx.world_size)
+    ckpt.write_rng(tmp, ctx.rank)
+    out = None
+    if ctx.is_main:
+        ckpt.write_training_state(
+            tmp, step=ctx.step, modules={k: m.state_dict() for k, m in ctx.raw.items()},
+            ema={k: m.state_dict() for k, m in ctx.ema.items()},
+            optimizers={k: o.state_dict() for k, o in ctx.optimizers.items()}, meta=meta)
+    _barrier(ctx.world_size)
+    if ctx.is_main:
+        out = ckpt.commit_training_state(d, tmp, ctx.step, keep=ctx.cfg.keep_checkpoints)
+    _barrier(ctx.world_size)
+    return out
+
+
+def _load(ctx: Context, path: Path, data_spec: dict) -> dict:
+    """Restore modules, EMA, optimisers, this rank's RNG and extras from a training state."""
+    st = ckpt.read_training_state(path)
+    for k, m in ctx.raw.items():
+        if k not in st["modules"]:
+            raise ValueError(f"checkpoint {path} has no module {k!r} (has {sorted(st['modules'])})")
+        m.load_state_dict(st["modules"][k])
+    for k, m in ctx.ema.items():
+        m.load_state_dict(st["ema"][k])
+    for k, o in ctx.optimizers.items():
+        o.load_state_dict(st["optimizers"][k])
+    meta = st["meta"]
+    if meta.get("data") != data_spec:
+        warnings.warn(f"resuming with a different data spec {data_spec} (checkpoint: {meta.get('data')}); "
+                      "the data order will differ from an uninterrupted run")
+    if ctx.rank in st["rng"] and meta.get("world_size") == ctx.world_size:
+        ckpt.set_rng_state(st["rng"][ctx.rank])
+    else:
+        warnings.warn("world size changed since the checkpoint: RNG streams reseeded, resume is not bit-exact")
+        torch.manual_seed(ctx.cfg.seed + 7919 * st["step"] + ctx.rank)
+    ctx.step, ctx.extra = st["step"], meta.get("extra", {})
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: dict[str, nn.Module],
+          optimizers: dict[str, torch.optim.Optimizer], dataset: Dataset, cfg: TrainConfig,
+          ema: Sequence[str] = (), frozen: dict[str, nn.Module] | None = None,
+          collate_fn: Callable | None = None, resume: bool = True,
+          lr_schedules: dict[str, Callable[[int], float]] | None = None) -> Context:
+    """Run (or resume) `cfg.max_steps` calls of `step_fn(ctx, batch, step)`; returns the final Context.
+
+    `lr_schedules[opt](step)` multiplies that optimiser's initial lr (stateless, so resume stays exact).
+    """
+    rank, world, device = setup_distributed()
+    unknown = [k for k in ema if k not in modules] + [k for k in (lr_schedules or {}) if k not in optimizers]
+    if unknown:
+        raise ValueError(f"ema / lr_schedules names {unknown} are not among modules {sorted(modules)} "
+                         f"/ optimizers {sorted(optimizers)}")
+    for o in optimizers.values():
+        for g in o.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+    for m in modules.values():
+        m.to(device).train()  # parameters keep their identity, so the caller's optimisers stay valid
+    frozen = {k: m.to(device).eval().requires_grad_(False) for k, m in (frozen or {}).items()}
+    ema_mods = {k: copy.deepcopy(modules[k]).float().eval().requires_grad_(False) for k in ema}
+    owner = {id(p): k for k, m in modules.items() for p in m.parameters()}
+    opt_modules = {n: sorted({owner[id(p)] for g in o.param_groups for p in g["params"] if id(p) in owner})
+                   for n, o in optimizers.items()}
+    ctx = Context(cfg=cfg, modules=dict(modules), raw=dict(modules), ema=ema_mods, frozen=frozen,
+                  optimizers=dict(optimizers), rank=rank, world_size=world, device=device,
+                  _opt_modules=opt_modules)
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    data_spec = {"batch_size": cfg.batch_size, "dataset_len": len(dataset), "seed": cfg.seed}
+
+    # ---- resume or start fresh ----
+    latest = ckpt.latest_training_state(run_dir / "checkpoints") if resume else None
+    meta = _load(ctx, latest, data_spec) if latest else {}
+    if not latest:
+        torch.manual_seed(cfg.seed + rank)  # per-rank streams for noise drawn inside step_fn
+        random.seed(cfg.seed + rank)
+        np.random.seed(cfg.seed + rank)
+    start, wall0 = ctx.step, float(meta.get("wall_s", 0.0))
+    if ctx.is_main and latest:
+        print(f"[{cfg.desc}] resumed from {latest} (step {start}/{cfg.max_steps})")
+    if world > 1:
+        ctx.modules = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None,
+                              find_unused_parameters=cfg.find_unused_parameters)
+                       if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
+    log = CSVLog(run_dir / "log.csv", start) if ctx.is_main else None
+    stop = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
+    sampler = StepSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed, start, stop)
+    loader = DataLoader(SeededDataset(dataset, cfg.seed), batch_sampler=sampler, num_workers=cfg.num_workers,
+                        collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
+
+    def meta_now() -> dict:
+        return {"data": data_spec, "world_size": world, "extra": ctx.extra, "wall_s": wall0 + time.time() - t0,
+                "train_config": asdict(cfg)}
+
+    # ---- train ----
+    t0 = t_log = time.time()
+    sums: dict[str, float] = {}
+    n_sum = 0
+    bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.desc, disable=not ctx.is_main, dynamic_ncols=True,
+               mininterval=1.0)
+    try:
+        for step, batch in zip(range(start, stop), loader):
+            batch = _to_device(batch, device)
+            ctx._stepped = set()
+            for name, f in (lr_schedules or {}).items():
+                for g in optimizers[name].param_groups:
+                    g["lr"] = g["initial_lr"] * f(step)
+            with ctx.autocast():
+                metrics = step_fn(ctx, batch, step)
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            for k in ctx._stepped & set(ctx.ema):
+                update_ema(ctx.ema[k], ctx.raw[k], decay)
+            ctx.step = step + 1
+            # ---- metrics: mean over ranks, NaN guard, log ----
+            keys = sorted(metrics)
+            vals = ctx.all_mean(torch.tensor([_scalar(metrics[k]) for k in keys], dtype=torch.float64))
+            if not torch.isfinite(vals).all():
+                bad = [k for k, v in zip(keys, vals.tolist()) if not math.isfinite(v)]
+                raise NonFiniteLossError(f"non-finite {bad} at step {ctx.step}; the run stopped and the last good "
+                                         f"checkpoint in {run_dir / 'checkpoints'} is intact")
+            for k, v in zip(keys, vals.tolist()):
+                sums[k] = sums.get(k, 0.0) + v
+            n_sum += 1
+            bar.update(1)
+            if ctx.step % cfg.log_every == 0 or ctx.step == stop:
+                now = time.time()
+                row = {k: v / n_sum for k, v in sums.items()}
+                sps = n_sum * cfg.batch_size / max(now - t_log, 1e-9)
+                if ctx.is_main:
+                    log.append({"step": ctx.step, "wall_s": wall0 + now - t0, "samples_per_s": sps, **row})
+                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in list(row.items())[:4]}, "samples/s": f"{sps:.1f}"})
+                sums, n_sum, t_log = {}, 0, now
+            if ctx.step % cfg.ckpt_every == 0 or ctx.step == stop:
+                _save(ctx, meta_now())
+    finally:
+        bar.close()
+    if latest and start == stop == ctx.step and ctx.is_main:
+        print(f"[{cfg.desc}] already at step {ctx.step}: nothing to do")
+    return ctx
+
+
+def _scalar(v: Any) -> float:
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
