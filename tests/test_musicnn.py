@@ -65,3 +65,42 @@ def test_frontend_matches_musicnn_preprocessing(fx):
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="log-mel patches"):
         load_musicnn()(torch.zeros(2, 187, 80))
+
+
+# ---- the embedding interface and its windowing ----
+
+def test_window_starts_cover_clip_evenly():
+    from presto_lib.eval.embeddings import window_starts
+    assert window_starts(100, 187, 62) == [0]                       # short: one (padded) window
+    assert window_starts(187, 187, 62) == [0]
+    s = window_starts(251, 187, 62)                                 # 4 s clip: 3 windows, ends aligned
+    assert s[0] == 0 and s[-1] == 251 - 187 and max(np.diff(s)) <= 62
+    with pytest.raises(ValueError):
+        window_starts(10, 0, 1)
+
+
+def test_embed_audio_is_mean_of_patch_features(fx):
+    from presto_lib.eval.embeddings import get_embedder
+    emb = get_embedder("musicnn")
+    wave = fx["wave"].astype(np.float32) / 32768.0                  # 3.5 s: windows at frames 0 and 32
+    got = emb.embed_audio([wave, wave[:16000]], 16000)              # second clip: 1 s, repeat-padded
+    assert got.shape == (2, 200)
+    mel = log_mel(wave)
+    ref = load_musicnn()(torch.stack([mel[0:187], mel[32:219]]))["penultimate"].mean(0)
+    np.testing.assert_allclose(got[0], ref.numpy(), atol=1e-5)
+    padded = np.tile(wave[:16000], 3)[:186 * 256]
+    ref1 = load_musicnn()(log_mel(padded)[None, :187])["penultimate"][0]
+    np.testing.assert_allclose(got[1], ref1.numpy(), atol=1e-5)
+
+
+def test_embed_audio_inputs_and_errors():
+    from presto_lib.eval.embeddings import get_embedder
+    emb = get_embedder("musicnn-max_pool")
+    x = np.random.default_rng(0).normal(scale=0.1, size=(2, 1, 8000 * 3)).astype(np.float32)
+    assert emb.embed_audio(x, 8000).shape == (2, 753)               # [N, C, T] at 8 kHz, resampled
+    with pytest.raises(ValueError, match="NaN"):
+        emb.embed_audio([np.full(1000, np.nan)], 16000)
+    with pytest.raises(ValueError, match="unknown musicnn layer"):
+        get_embedder("musicnn-nope")
+    with pytest.raises(ValueError, match="unknown embedding backbone"):
+        get_embedder("vggish")
