@@ -145,6 +145,13 @@ def test_gradients_reach_every_parameter():
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert p.grad.abs().sum() > 0, name
+    # per-sample dropping: a block no sample runs gets no gradient, a block one sample runs does
+    model.zero_grad(set_to_none=True)
+    sel = torch.tensor([[True, False, True], [False, False, True]])
+    out = model(x, c_noise, bpm, text, mask, blocks=sel)
+    (out * torch.randn_like(out)).sum().backward()
+    assert all(p.grad is None for p in model.blocks[1].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.blocks[0].parameters())
 
 
 # ---- block selection (layer dropping) ----
@@ -255,3 +262,10 @@ def test_config_roundtrip_and_gelu_variant():
     x = torch.randn(1, 4, 6)
     out = m2(x, torch.zeros(1), torch.ones(1), torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool))
     assert out.shape == x.shape
+
+
+def test_bfloat16_weights_run():
+    model = make().to(torch.bfloat16)
+    x, c_noise, bpm, text, mask = inputs()
+    out = model(x, c_noise, bpm, text, mask, blocks=torch.tensor([[True, False, True], [True, True, True]]))
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape and torch.isfinite(out).all()

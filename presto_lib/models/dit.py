@@ -141,7 +141,7 @@ class DiT(nn.Module):
         if T % p:
             raise ValueError(f"length T={T} must be divisible by patch_size={p}")
         tokens = x.transpose(1, 2).reshape(B, T // p, p * C)                  # [B, N, p*C], frame-major
-        return self.x_embedder(tokens)
+        return self.x_embedder(tokens.to(self.x_embedder.weight.dtype))
 
     def cond_embedding(self, c_noise: torch.Tensor, bpm: torch.Tensor,
                        extra_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -200,12 +200,13 @@ class DiT(nn.Module):
             if tuple(blocks.shape) != (h.shape[0], self.depth):
                 raise ValueError(f"bool blocks mask must be [B, depth] = {(h.shape[0], self.depth)}; "
                                  f"got {tuple(blocks.shape)}")
+            plan = blocks.cpu()               # decide on the host: one device sync, not one per block
             for i, block in enumerate(self.blocks):
-                run = blocks[:, i].to(h.device)
+                run = plan[:, i]
                 if bool(run.all()):
                     h = block(h, c, ctx)
                 elif bool(run.any()):     # per-sample dropping: dropped samples pass through unchanged
-                    idx = run.nonzero().squeeze(1)
+                    idx = run.nonzero().squeeze(1).to(h.device)
                     h = h.index_copy(0, idx, block(h[idx], c[idx], ctx.select(idx)))
                 if return_features:
                     feats.append(h)
