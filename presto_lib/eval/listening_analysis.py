@@ -169,6 +169,7 @@ def analyse(df: pd.DataFrame, chosen: str, unit: str = "rater", alternative: str
     summary, tests = summarize(df, unit), paired_tests(df, chosen, unit, alternative, alpha)
     table = summary.merge(tests.drop(columns="n_pairs"), on="system", how="left")
     table["vs"] = table["vs"].fillna("")
+    table["significant"] = table["significant"].map({True: "yes", False: "no"}).fillna("")
     table["data"] = label
     return Result(df, summary, tests, table, label, chosen, unit, alternative)
 
@@ -201,7 +202,8 @@ def write_table(res: Result, csv_path: str | os.PathLike) -> tuple[Path, Path]:
     md = (f"# Listening test (paper sec. 4.5, Fig. 12)\n\n**Data: {res.label}.** Ratings 0-100; mean and 95% CI "
           f"over {res.unit.replace('_', ' x ')}s; paired t-tests ({res.alternative}) of **{res.chosen}** against each "
           f"other system over {res.unit.replace('_', ' x ')}s, Bonferroni-corrected (m = {m}).\n\n"
-          + res.table.to_markdown(index=False, floatfmt=".4g") + "\n")
+          + res.table.astype(object).where(res.table.notna(), None).to_markdown(
+              index=False, floatfmt=".4g", missingval="") + "\n")
     md_path = csv_path.with_suffix(".md")
     md_path.write_text(md)
     return csv_path, md_path
@@ -231,7 +233,8 @@ def plot_violin(res: Result, path: str | os.PathLike) -> Path:
     ax.set_xticks(x, order, rotation=15)
     ax.set_ylim(0, 118)
     ax.set_ylabel("rating (0-100)")
-    title = f"Listening test: {res.chosen} vs others (paired t, Bonferroni)"
+    n = res.ratings["rater"].nunique()
+    title = f"Listening test (Fig. 12): {res.chosen} vs others, paired t + Bonferroni (m={len(order) - 1}), {n} raters"
     ax.set_title(title + (f"\n{SIM_LABEL}" if res.label == SIM_LABEL else f"\n{res.label}"),
                  color="firebrick" if res.label == SIM_LABEL else "k")
     ax.legend(loc="lower left", fontsize=8)
