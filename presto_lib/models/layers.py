@@ -97,9 +97,9 @@ def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: Attn
     """Attention of audio queries q [B, N, H, d] over keys/values [B, N + L, H, d]; returns [B, N, H, d]."""
     B, N, H, d = q.shape
     use_flash = (backend in ("auto", "flash") and HAS_FLASH_ATTN and q.is_cuda
-                 and q.dtype in (torch.float16, torch.bfloat16))
+                 and q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256)
     if backend == "flash" and not use_flash:
-        raise ValueError("attn_backend='flash' needs flash-attn installed, CUDA tensors and fp16/bf16")
+        raise ValueError("attn_backend='flash' needs flash-attn installed, CUDA fp16/bf16 tensors and head_dim % 8 == 0 (<= 256)")
     if use_flash:
         # Variable-length packing: each sample keeps its N audio keys and only its real text keys.
         kv = torch.stack([k, v], dim=2)[ctx.key_mask]                     # [total_k, 2, H, d]
