@@ -206,5 +206,7 @@ def test_gaussian_mixture_denoiser_is_tweedie():
             torch.testing.assert_close(gm.denoise(x, torch.full((6,), sigma), cond), x + sigma**2 * score)
     x0, k = gm.sample(5000, torch.Generator().manual_seed(8), label=1)
     assert set(k.tolist()) == {1, 2} and abs((k == 1).double().mean().item() - 0.6) < 0.03
+    k_near, d_near = gm.nearest(torch.tensor([[1.0, 0.05], [0.0, -1.4]], dtype=torch.float64))
+    assert k_near.tolist() == [0, 2] and d_near.tolist() == pytest.approx([0.5, 2.0])
     with pytest.raises(ValueError, match="means"):
         edm.GaussianMixture(torch.zeros(3), 0.1)

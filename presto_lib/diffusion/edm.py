@@ -265,6 +265,11 @@ class GaussianMixture:
             logp = logp.masked_fill(~keep, float("-inf"))
         return logp.log_softmax(-1)
 
+    def nearest(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(index of the nearest component mean [B], distance to it in units of that component's std [B])."""
+        dist, k = ((x.double()[:, None, :] - self.means) ** 2).sum(-1).sqrt().min(1)
+        return k, dist / self.stds[k]
+
     def denoise(self, x: Tensor, sigma: Tensor, cond: dict | None = None) -> Tensor:
         """The exact denoiser E[x0 | x, sigma(, label)] in the model(x, sigma, cond) convention."""
         sigma = _sigma_batch(sigma, x).double()

@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import trange
+from tqdm import trange
 
 Denoiser = Callable[[Tensor, Tensor], "Tensor | Guided"]
 
