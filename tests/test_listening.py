@@ -165,6 +165,10 @@ def test_server_serves_only_public_files(server, kit):
     clip = la.load_key(kit)["clip"].iloc[0]
     status, body = _get(f"{url}/audio/{clip}.wav")
     assert status == 200 and body == (kit / "public" / "audio" / f"{clip}.wav").read_bytes()
+    ranged = urllib.request.Request(f"{url}/audio/{clip}.wav", headers={"Range": "bytes=100-199"})
+    with urllib.request.urlopen(ranged) as r:
+        assert r.status == 206 and r.read() == body[100:200]
+        assert r.headers["Content-Range"] == f"bytes 100-199/{len(body)}"
     for bad in ("/key.csv", "/../key.csv", "/%2e%2e/key.csv", "/audio/../../key.csv", "/audio/..%2f..%2fkey.csv",
                 "/build.json", "/audio/", "/public/kit.json", "//etc/passwd", "/%2fetc%2fpasswd"):
         assert _get(url + bad)[0] == 404, bad
@@ -210,7 +214,8 @@ def test_server_saves_a_complete_set_and_refuses_bad_submissions(server, kit):
     for why, payload in bad.items():
         assert _post(url, payload)[0] == 400, why
     assert _post(url, good)[0] == 409  # duplicate (rater, set)
-    assert _post(url, b"{not json")[0] == 400
+    for raw in (b"{not json", b"[" * 50000, b"\xff\xfe", json.dumps(good).replace('"rating": 0', '"rating": NaN').encode()):
+        assert _post(url, raw)[0] == 400, raw[:40]
     assert _post(url, {**good, "set": s1["set"], "ratings": r1}, ctype="text/plain")[0] == 415
     assert ratings.read_bytes() == saved, "a refused submission changed the saved ratings"
     assert json.loads(_get(url + "/api/kit?rater=alice")[1])["done"] == [s0["set"]]
@@ -331,6 +336,13 @@ def test_cli_build_analyse_and_serve(corpus, tmp_path):
     t = pd.read_csv(table)
     assert set(t["system"]) == set(key["system"]) and (t["data"] == la.SIM_LABEL).all()
     assert la.SIM_LABEL in table.with_suffix(".md").read_text() and fig.stat().st_size > 10_000
+    la.simulate_ratings(key, 3, {}, seed=2).assign(timestamp="2025-01-01T00:00:00+00:00").to_csv(
+        tmp_path / "human.csv", index=False)  # stands in for a server-written file
+    assert main(["analyse", str(tmp_path / "kit"), "--params", str(tmp_path / "p.yaml"), "--ratings",
+                 str(tmp_path / "human.csv"), "--table", str(table), "--figure", str(fig)]) == 0
+    assert (pd.read_csv(table)["data"] == la.HUMAN_LABEL).all() and la.SIM_LABEL not in table.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):  # an explicit ratings file that is missing is an error, not a simulation
+        main(["analyse", str(tmp_path / "kit"), "--params", str(tmp_path / "p.yaml"), "--ratings", str(tmp_path / "x.csv")])
     # serve: a real process on a free port, answering the page and the key's absence
     proc = subprocess.Popen([sys.executable, "-m", "presto_lib.eval.listening", "serve", str(tmp_path / "kit"),
                              "--ratings", str(tmp_path / "r.csv"), "--port", "0"], stdout=subprocess.PIPE, text=True)

@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kit written to {build_kit_from_params(P, args.out, systems)}")
         return 0
     L = P["listening"]
+    if args.ratings and not Path(args.ratings).is_file():
+        ap.error(f"--ratings {args.ratings} not found (leave it out to analyse simulated raters)")
     res = la.run_analysis(args.kit, args.ratings or L["ratings"], L, seed=int(P["common"]["seed"]))
     la.write_table(res, args.table)
     la.plot_violin(res, args.figure)

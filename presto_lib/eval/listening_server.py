@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import mimetypes
 import os
 import random
@@ -105,8 +106,8 @@ def validate_submission(payload: Any, kit: dict[str, Any]) -> list[dict[str, Any
         if clip in seen:
             raise bad(f"clip {clip} rated twice")
         # bool is an int in Python; JSON true/false is not a rating
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-                or not 0 <= value <= 100:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value != int(value) or not 0 <= value <= 100:
             raise bad(f"rating of clip {clip} must be an integer in [0, 100], got {value!r}")
         seen.add(clip)
         rows.append({"rater": rater, "set": set_id, "clip": clip, "rating": int(value)})
@@ -185,8 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: one line per request is noise in tests
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -217,7 +220,17 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None or not f.is_file():
             return self._json(404, {"error": "not found"})
         ctype = mimetypes.guess_type(f.name)[0] or "application/octet-stream"
-        self._send(200, f.read_bytes(), ctype)
+        data = f.read_bytes()
+        # single byte ranges, so that players can seek (Chromium asks for "bytes=0-" first)
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        if not m or not (m[1] or m[2]):
+            return self._send(200, data, ctype, {"Accept-Ranges": "bytes"})
+        start, end = (int(m[1]), int(m[2] or len(data) - 1)) if m[1] else (max(0, len(data) - int(m[2])), len(data) - 1)
+        end = min(end, len(data) - 1)
+        if start > end:
+            return self._send(416, b"", ctype, {"Content-Range": f"bytes */{len(data)}"})
+        self._send(206, data[start:end + 1], ctype, {"Accept-Ranges": "bytes",
+                                                     "Content-Range": f"bytes {start}-{end}/{len(data)}"})
 
     def do_POST(self) -> None:
         if urlsplit(self.path).path != "/api/ratings":
@@ -231,11 +244,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(411, {"error": "Content-Length required"})
         if not 0 < n <= MAX_BODY:
             return self._json(413, {"error": f"body must be 1..{MAX_BODY} bytes"})
-        try:
-            payload = json.loads(self.rfile.read(n))
-            saved = self.store.append(validate_submission(payload, self.kit))
-        except json.JSONDecodeError:
+        try:  # NaN / Infinity are not JSON numbers; deep nesting raises RecursionError
+            payload = json.loads(self.rfile.read(n), parse_constant=lambda c: {}[c])
+        except (ValueError, KeyError, RecursionError):
             return self._json(400, {"error": "body is not valid JSON"})
+        try:
+            saved = self.store.append(validate_submission(payload, self.kit))
         except SubmissionError as e:
             return self._json(e.status, {"error": str(e)})
         self._json(200, {"saved": saved})
