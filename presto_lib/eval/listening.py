@@ -194,10 +194,11 @@ def build_kit_from_params(P: Mapping[str, Any], out_dir: str | os.PathLike | Non
     """Build the kit described by params.yaml's `listening` group (and `common` sample rate / seed)."""
     L, C = P["listening"], P["common"]
     systems = dict(L.get("systems") or {}) if systems is None else dict(systems)
-    sources = gather_sources(L["manifest"] if L.get("reference", True) else None, systems, L.get("reference", True))
+    ref = bool(L.get("reference", True))  # anchors are made from the reference: no reference, no anchors
+    sources = gather_sources(L["manifest"] if ref else None, systems, ref)
     return build_kit(sources, out_dir or L["kit_dir"], n_sets=int(L["n_sets"]), sample_rate=int(C["sample_rate"]),
                      excerpt_seconds=L.get("excerpt_seconds"), target_lufs=float(L["target_lufs"]),
-                     anchors=L.get("anchors") or {}, seed=int(C["seed"]))
+                     anchors=(L.get("anchors") or {}) if ref else {}, seed=int(C["seed"]))
 
 
 # ---- CLI ----
