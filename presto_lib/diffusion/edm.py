@@ -62,8 +62,9 @@ def edm_loss_weight(sigma: SigmaLike, sigma_data: float = SIGMA_DATA) -> Tensor:
 
 
 def _sigma_batch(sigma: SigmaLike, x: Tensor) -> Tensor:
-    """sigma as a float32 [B] tensor on x's device (a float or a 1-element tensor is broadcast)."""
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+    """sigma as a [B] tensor (float32, or float64 for float64 x) on x's device; a scalar is broadcast."""
+    dtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float32
+    s = torch.as_tensor(sigma, device=x.device).to(dtype).reshape(-1)
     if s.numel() == 1:
         s = s.expand(x.shape[0])
     if s.numel() != x.shape[0]:
@@ -90,7 +91,7 @@ class EDMPrecond(nn.Module):
         sd = self.sigma_data
         out = self.net((_bcast(c_in(s, sd), x) * x).to(x.dtype), c_noise(s), **(cond or {}), **net_kwargs)
         f, extras = (out[0], tuple(out[1:])) if isinstance(out, tuple) else (out, ())
-        x0 = _bcast(c_skip(s, sd), x) * x.float() + _bcast(c_out(s, sd), x) * f.float()   # eq. 4
+        x0 = _bcast(c_skip(s, sd), x) * x.to(s.dtype) + _bcast(c_out(s, sd), x) * f.to(s.dtype)   # eq. 4 (fp32+)
         x0 = x0.to(x.dtype)
         return (x0, *extras) if extras else x0
 
