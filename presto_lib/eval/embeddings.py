@@ -112,18 +112,27 @@ class MusicnnEmbedder(AudioEmbedder):
         return torch.stack([mel[s:s + self.patch] for s in window_starts(len(mel), self.patch, self.hop_frames)])
 
     @torch.no_grad()
-    def embed_clip_windows(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Batched forward over all patches of all clips, split back per clip."""
+    def window_layers(self, clips: list[np.ndarray], layers: Sequence[str]) -> dict[str, list[np.ndarray]]:
+        """Per-window features [W_i, D] of 16 kHz clips for several layers at once (one forward pass)."""
         from presto_lib.eval.musicnn import load_musicnn
+        bad = set(layers) - set(self.DIMS)
+        if bad:
+            raise ValueError(f"unknown musicnn layers {sorted(bad)}; choose from {sorted(self.DIMS)}")
         net = load_musicnn()
         pats = [self.patches(c) for c in clips]
         counts = [len(p) for p in pats]
         flat = torch.cat(pats)
-        out = []
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
         for i in tqdm(range(0, len(flat), self.batch_size), desc="musicnn", disable=not self.progress,
                       leave=False):
-            out.append(net(flat[i:i + self.batch_size])[self.layer])
-        return [e.numpy() for e in torch.cat(out).split(counts)]
+            feats = net(flat[i:i + self.batch_size])
+            for k in layers:
+                out[k].append(feats[k])
+        return {k: [e.numpy() for e in torch.cat(v).split(counts)] for k, v in out.items()}
+
+    def embed_clip_windows(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """Per-window features of this embedder's layer."""
+        return self.window_layers(clips, [self.layer])[self.layer]
 
 
 # ---- registry ----

@@ -147,14 +147,19 @@ def prdc(real, fake, k: int = 5) -> dict[str, float]:
 
 # ---- CLAP score ----
 
-def clap_score(audio_emb, text_emb) -> float:
-    """Mean cosine similarity x 100 of paired rows (audio_i, text_i) (higher is better)."""
+def paired_cosine(audio_emb, text_emb) -> np.ndarray:
+    """Cosine similarity of each (audio_i, text_i) pair [N] (the per-sample score CLAP rejection sampling ranks)."""
     a, t = _as_2d(audio_emb, "audio_emb"), _as_2d(text_emb, "text_emb")
     if a.shape != t.shape:
         raise ValueError(f"audio and text embeddings must pair row by row, got {a.shape} and {t.shape}")
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    return float(100.0 * (a * t).sum(1).mean())
+    return (a * t).sum(1)
+
+
+def clap_score(audio_emb, text_emb) -> float:
+    """Mean cosine similarity x 100 of paired rows (audio_i, text_i) (higher is better)."""
+    return float(100.0 * paired_cosine(audio_emb, text_emb).mean())
 
 
 # ---- bootstrap ----
