@@ -1,0 +1,219 @@
+"""Generated audio + reference split + captions -> one table row (FAD, MMD, CLAP score, P/R/D/C), section 4.1.
+
+Generated audio comes in the CONTRIBUTING layout `data/samples/<system>/` (NNNN.wav + samples.csv with
+`path, caption, bpm, seed`). The reference is a split of `data/corpus/manifest.csv` (the paper: Song Describer;
+here: our test split). Reference embeddings are cached by the `metrics` stage under `data/metrics/reference/`
+(a DVC output; later stages only read it).
+
+Backbones (`presto_lib.eval.embeddings`): FAD / MMD / PRDC on MSD-musicnn 'penultimate' features by default
+(`backbone="clap"` with a local LAION-CLAP folder gives the paper's setting); the CLAP score from the corpus
+CLAP (column "CLAP (corpus)") or LAION-CLAP ("CLAP (LAION)"). MMD bandwidth: median pairwise distance of the
+reference embeddings for musicnn (cached with them, so every system shares the kernel); CMMD's sigma = 10 for
+unit-norm LAION-CLAP embeddings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from presto_lib.audio import load_audio
+from presto_lib.eval import metrics as M
+from presto_lib.eval.embeddings import MusicnnEmbedder, as_clips
+
+SAMPLE_COLUMNS = ("path", "caption", "bpm", "seed")
+
+
+# ---- reading audio ----
+
+def read_samples(samples_dir: str | Path) -> tuple[list[np.ndarray], int, pd.DataFrame]:
+    """A system's generated clips (mono, float32) from `samples_dir/samples.csv`, in file order."""
+    d = Path(samples_dir)
+    if not (d / "samples.csv").is_file():
+        raise FileNotFoundError(f"{d} holds no samples.csv (expected columns {', '.join(SAMPLE_COLUMNS)})")
+    df = pd.read_csv(d / "samples.csv")
+    missing = set(SAMPLE_COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{d / 'samples.csv'} lacks columns {sorted(missing)}")
+    return _load_all([d / p for p in df["path"]], df)
+
+
+def read_split(manifest: str | Path, split: str, max_clips: int | None = None
+               ) -> tuple[list[np.ndarray], int, pd.DataFrame]:
+    """Clips of one manifest split (in manifest order; the first `max_clips` when given)."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"corpus manifest {manifest} not found: build the corpus first")
+    df = pd.read_csv(manifest)
+    df = df[df["split"] == split].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"split {split!r} is empty in {manifest}")
+    if max_clips:
+        df = df.iloc[:max_clips]
+    return _load_all([manifest.parent / p for p in df["path"]], df)
+
+
+def _load_all(paths: list[Path], df: pd.DataFrame) -> tuple[list[np.ndarray], int, pd.DataFrame]:
+    """Load mono clips; all must share one sample rate."""
+    waves, rates = [], set()
+    for p in tqdm(paths, desc="loading audio", leave=False, disable=len(paths) < 50):
+        w, sr = load_audio(p, mono=True)
+        waves.append(w[0])
+        rates.add(sr)
+    if len(rates) != 1:
+        raise ValueError(f"clips have mixed sample rates {sorted(rates)}")
+    return waves, rates.pop(), df
+
+
+# ---- embeddings of a set of clips ----
+
+def embed_set(waves: list[np.ndarray], sample_rate: int, clap=None, musicnn: MusicnnEmbedder | None = None,
+              backbone: str = "musicnn") -> dict[str, np.ndarray]:
+    """{'audio': [N, D] backbone embeddings, 'clap_audio': [N, Dc]} in one musicnn pass where possible."""
+    musicnn = musicnn or MusicnnEmbedder()
+    out = {}
+    corpus = clap is not None and getattr(clap, "name", "") == "corpus_clap"
+    layers = [musicnn.layer] + ([clap.cfg["audio_layer"]] if corpus else [])
+    if backbone == "musicnn" or corpus:
+        feats = musicnn.window_layers(as_clips(waves, sample_rate, musicnn.sample_rate), list(dict.fromkeys(layers)))
+        if backbone == "musicnn":
+            out["audio"] = np.stack([w.mean(0) for w in feats[musicnn.layer]])
+        if corpus:
+            out["clap_audio"] = clap.from_features(feats[clap.cfg["audio_layer"]])
+    if clap is not None and not corpus:
+        out["clap_audio"] = clap.embed_audio(waves, sample_rate)
+    if backbone == "clap":
+        if clap is None or corpus:
+            raise ValueError("backbone='clap' needs a LAION-CLAP embedder (clap=ClapEmbedder(path))")
+        out["audio"] = out["clap_audio"]
+    return out
+
+
+# ---- scoring ----
+
+def clap_label(clap) -> str:
+    """Column name of the CLAP score, naming the model that gave it."""
+    return "CLAP (corpus)" if getattr(clap, "name", "") == "corpus_clap" else "CLAP (LAION)"
+
+
+def score(gen: dict[str, np.ndarray], ref: dict[str, np.ndarray], text_emb: np.ndarray | None = None,
+          mmd_sigma: float | None = None, k: int = 5, clap_name: str = "CLAP (corpus)", n_boot: int = 0,
+          seed: int = 0) -> dict[str, float]:
+    """One table row from embeddings: FAD, MMD, CLAP score (if text given), precision/recall/density/coverage.
+
+    With `n_boot > 0` adds `<metric>_lo` / `<metric>_hi` 95% bootstrap intervals (generated set resampled).
+    """
+    g, r = gen["audio"], ref["audio"]
+    row = {"n": len(g), "FAD": M.fad(g, r), "MMD": M.mmd(g, r, sigma=mmd_sigma)}
+    if text_emb is not None and "clap_audio" in gen:
+        row[clap_name] = M.clap_score(gen["clap_audio"], text_emb)
+    kk = min(k, len(g) - 1, len(r) - 1)
+    p = M.prdc(r, g, k=kk)
+    row.update({"Precision": p["precision"], "Density": p["density"], "Recall": p["recall"],
+                "Coverage": p["coverage"]})
+    if n_boot:
+        cis = {"FAD": lambda x: M.fad(x, r), "MMD": lambda x: M.mmd(x, r, sigma=mmd_sigma)}
+        for name, fn in cis.items():
+            _, row[f"{name}_lo"], row[f"{name}_hi"] = M.bootstrap_ci(fn, g, n_boot=n_boot, seed=seed)
+        if clap_name in row:
+            _, row[f"{clap_name}_lo"], row[f"{clap_name}_hi"] = M.bootstrap_ci(
+                M.clap_score, gen["clap_audio"], text_emb, n_boot=n_boot, seed=seed, paired=True)
+    return row
+
+
+# ---- cached reference ----
+
+def _split_key(df: pd.DataFrame, root: Path, extra: dict) -> str:
+    """Hash of what the reference embeddings depend on: clip paths, sizes, captions, embedder settings."""
+    h = hashlib.sha1(json.dumps(extra, sort_keys=True).encode())
+    for p, c in zip(df["path"], df["caption"]):
+        f = root / p
+        h.update(f"{p}|{f.stat().st_size if f.exists() else -1}|{c}\n".encode())
+    return h.hexdigest()
+
+
+class Evaluator:
+    """Scores sets of clips against a cached reference split; `evaluate_dir(samples_dir)` -> table row."""
+
+    def __init__(self, manifest: str | Path = "data/corpus/manifest.csv", reference_split: str = "test",
+                 cache_dir: str | Path = "data/metrics", clap: str | Path | None = "corpus",
+                 backbone: str = "musicnn", k: int = 5, hop_s: float = 1.0, write_cache: bool = False):
+        from presto_lib.eval.embeddings import get_embedder
+        if backbone not in ("musicnn", "clap"):
+            raise ValueError(f"backbone must be 'musicnn' or 'clap', got {backbone!r}")
+        self.manifest, self.split, self.cache_dir = Path(manifest), reference_split, Path(cache_dir)
+        self.backbone, self.k, self.write_cache = backbone, k, write_cache
+        self.musicnn = MusicnnEmbedder(hop_s=hop_s)
+        if clap == "corpus":
+            self.clap = get_embedder("corpus_clap", path=self.cache_dir / "corpus_clap")
+        elif clap is None:
+            self.clap = None
+        else:
+            self.clap = get_embedder("clap", path=clap)
+        self.clap_name = clap_label(self.clap)
+        self._ref = None
+
+    def embed(self, waves: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
+        """Backbone + CLAP audio embeddings of a set of clips."""
+        return embed_set(waves, sample_rate, self.clap, self.musicnn, self.backbone)
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """Reference embeddings + MMD bandwidth, from the cache when it matches the manifest, else computed."""
+        if self._ref is not None:
+            return self._ref
+        df = pd.read_csv(self.manifest)
+        df = df[df["split"] == self.split].reset_index(drop=True)
+        settings = {"backbone": self.backbone, "hop_frames": self.musicnn.hop_frames, "clap": self.clap_name,
+                    "clap_weights": getattr(self.clap, "fingerprint", str(getattr(self.clap, "path", None)))}
+        key = _split_key(df, self.manifest.parent, settings)
+        path = self.cache_dir / "reference" / f"{self.split}-{self.backbone}.npz"
+        if path.is_file():
+            z = dict(np.load(path, allow_pickle=False))
+            if str(z.get("key")) == key:
+                self._ref = z
+                return z
+            warnings.warn(f"{path} is stale (corpus or settings changed); recomputing in memory")
+        waves, sr, df = read_split(self.manifest, self.split)
+        ref = self.embed(waves, sr)
+        ref["sigma"] = np.float64(M.CMMD_SIGMA if self.backbone == "clap" else M.median_bandwidth(ref["audio"]))
+        ref["key"] = np.array(key)
+        if self.write_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **ref)
+            tmp.replace(path)
+        self._ref = ref
+        return ref
+
+    def score_embeddings(self, gen: dict[str, np.ndarray], captions: list[str] | None = None,
+                         n_boot: int = 0, seed: int = 0) -> dict[str, float]:
+        """A row from generated embeddings (and the captions they were prompted with)."""
+        ref = self.reference()
+        text = self.clap.embed_text(list(captions)) if (self.clap is not None and captions is not None) else None
+        return score(gen, ref, text, float(ref["sigma"]), self.k, self.clap_name, n_boot, seed)
+
+    def evaluate_audio(self, waves: list[np.ndarray], sample_rate: int, captions: list[str] | None = None,
+                       system: str = "", n_boot: int = 0, seed: int = 0) -> dict:
+        """A row for clips in memory."""
+        row = self.score_embeddings(self.embed(waves, sample_rate), captions, n_boot, seed)
+        return {"system": system, "backbone": self.backbone, **row}
+
+    def evaluate_dir(self, samples_dir: str | Path, system: str | None = None, n_boot: int = 0,
+                     seed: int = 0) -> dict:
+        """A row for a `data/samples/<system>/` folder."""
+        waves, sr, df = read_samples(samples_dir)
+        return self.evaluate_audio(waves, sr, list(df["caption"].astype(str)), system or Path(samples_dir).name,
+                                   n_boot, seed)
+
+
+def evaluate(samples_dir: str | Path, manifest: str | Path = "data/corpus/manifest.csv",
+             reference_split: str = "test", cache_dir: str | Path = "data/metrics",
+             clap: str | Path | None = "corpus", backbone: str = "musicnn", k: int = 5, n_boot: int = 0) -> dict:
+    """One table row (FAD, MMD, CLAP score, precision, density, recall, coverage) for a samples folder."""
+    ev = Evaluator(manifest, reference_split, cache_dir, clap, backbone, k)
+    return ev.evaluate_dir(samples_dir, n_boot=n_boot)
