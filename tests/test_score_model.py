@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from presto_lib.diffusion.edm import EDMPrecond, dsm_loss
+from presto_lib.train import TrainConfig, train
 from presto_lib.diffusion.score_model import (DSMStep, build_score_model, drop_conditions, load_score_model,
                                               null_condition, save_score_model)
 
 torch.set_num_threads(2)
-C, T, L, D_TEXT = 4, 16, 5, 12
+C, T, L, D_TEXT = 4, 8, 5, 12
 TINY = dict(hidden_size=32, depth=2, num_heads=4, mlp_ratio=2.0)
 
 
@@ -34,22 +35,38 @@ def test_build_fills_data_sizes_and_is_preconditioned():
     torch.testing.assert_close(out, x * 0.25 / (0.49 + 0.25))
 
 
-def test_dsm_step_lowers_loss_on_tiny_overfit():
+class Items(torch.utils.data.Dataset):
+    """A batch dict served as a dataset of per-example dicts."""
+
+    def __init__(self, b):
+        self.b = b
+
+    def __len__(self):
+        return self.b["bpm"].shape[0]
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.b.items()}
+
+
+def test_dsm_step_lowers_loss_on_tiny_overfit(tmp_path):
     torch.manual_seed(0)
     m = build_score_model(TINY, in_channels=C, text_dim=D_TEXT)
-    step = DSMStep(cond_dropout=0.1)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     b = batch()
     g = torch.Generator().manual_seed(1)
     sig, noise = torch.exp(-0.4 + torch.randn(64, generator=g)), torch.randn(64, C, T, generator=g)
     rep = {k: v.repeat(16, *[1] * (v.ndim - 1)) for k, v in b.items()}
     cond = {k: rep[k] for k in ("text", "text_mask", "bpm")}
-    evaluate = lambda: float(dsm_loss(m.eval(), rep["latents"], cond, sig, noise=noise).detach())
-    before = evaluate()
-    logs = [step({"score": m}, {"score": opt}, b) for _ in range(40)]
-    after = evaluate()
-    assert {"loss", "grad_norm", "cond_dropped"} <= set(logs[-1])
-    assert after < 0.5 * before, (before, after)
+    evaluate = lambda net: float(dsm_loss(net.eval(), rep["latents"], cond, sig, noise=noise).detach())
+    before = evaluate(m)
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), max_steps=40, batch_size=4, ckpt_every=1000, log_every=10,
+                      ema_decay=0.9)
+    ctx = train(DSMStep(cond_dropout=0.1), modules={"score": m}, optimizers={"score": torch.optim.Adam(
+        m.parameters(), lr=3e-3)}, dataset=Items(b), cfg=cfg, ema=["score"])
+    after, after_ema = evaluate(ctx.raw["score"]), evaluate(ctx.ema["score"])
+    assert after < 0.5 * before and after_ema < 0.7 * before, (before, after, after_ema)
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].split(",")[:1] == ["step"] and {"loss", "grad_norm", "cond_dropped"} <= set(log[0].split(","))
+    assert len(log) == 1 + 4
 
 
 def test_drop_conditions_rate_and_content():
@@ -88,12 +105,11 @@ class Recorder(nn.Module):
 def test_dsm_step_applies_dropout_at_configured_rate():
     torch.manual_seed(0)
     rec = Recorder()
-    step = DSMStep(cond_dropout=0.25, grad_clip=None)
-    opt = torch.optim.SGD(rec.parameters(), lr=0.0)
+    step = DSMStep(cond_dropout=0.25)
     b = batch(B=4)
     b = {k: v.repeat(100, *[1] * (v.ndim - 1)) for k, v in b.items()}
     for _ in range(20):
-        step({"score": rec}, {"score": opt}, b)
+        step.loss(rec, b)
     rate, sd = rec.null / rec.total, math.sqrt(0.25 * 0.75 / rec.total)
     assert rec.total == 20 * 400 and abs(rate - 0.25) < 5 * sd, rate
 

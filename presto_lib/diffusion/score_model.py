@@ -78,18 +78,18 @@ def batch_condition(batch: dict[str, Any], device: str | torch.device = "cpu") -
 # ---- the DSM training step ---------------------------------------------------------------------
 
 class DSMStep:
-    """One base-model update (eq. 3 with 10% condition dropout) for `presto_lib.train`'s loop.
+    """One base-model update (eq. 3 with 10% condition dropout), the step function of `presto_lib.train.train`.
 
-    Called as step(modules, optimizers, batch, ctx) with modules["score"] an EDMPrecond (or its DDP wrapper)
-    and optimizers["score"] its optimiser; returns the logged scalars.
+    `step(ctx, batch, step)` reads `ctx.modules["score"]` (an EDMPrecond(DiT), DDP-wrapped when distributed),
+    and lets the loop do backward, gradient clipping, the NaN guard, the optimiser step and EMA.
     """
 
     def __init__(self, *, p_mean: float = P_MEAN, p_std: float = P_STD, sigma_data: float = SIGMA_DATA,
-                 cond_dropout: float = 0.1, grad_clip: float | None = 1.0, module: str = "score"):
+                 cond_dropout: float = 0.1, module: str = "score"):
         if not 0.0 <= cond_dropout <= 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1], got {cond_dropout}")
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
-        self.cond_dropout, self.grad_clip, self.module = cond_dropout, grad_clip, module
+        self.cond_dropout, self.module = cond_dropout, module
 
     def loss(self, model: nn.Module, batch: dict[str, Any],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -101,16 +101,9 @@ class DSMStep:
                         generator=generator)
         return loss, {"loss": float(loss.detach()), "cond_dropped": float(dropped.float().mean())}
 
-    def __call__(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                 batch: dict[str, Any], ctx: Any = None) -> dict[str, float]:
-        model, opt = modules[self.module], optimizers[self.module]
-        model.train()
-        loss, logs = self.loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip))
-        opt.step()
+    def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:
+        loss, logs = self.loss(ctx.modules[self.module], batch)
+        logs["grad_norm"] = ctx.backward_and_step(loss, self.module)
         return logs
 
 
@@ -136,3 +129,66 @@ def load_score_model(path_dir: str | os.PathLike,
     model = build_score_model(DiTConfig.from_dict(config["dit"]), sigma_data=config["sigma_data"])
     model.net.load_state_dict(tensors)
     return model.to(device).eval(), config
+
+
+# ---- training the base model (a notebook call, or torchrun for the paper profile) ---------------
+
+def _export_extra(meta: dict[str, Any], steps: int) -> dict[str, Any]:
+    """What the pipeline needs beside the weights: latent/audio sizes and the text encoder, from the cache."""
+    keys = ("latent_frames", "latent_scale", "sample_rate", "clip_samples", "text_encoder", "text_length")
+    return {**{k: meta[k] for k in keys if k in meta}, "train_steps": steps}
+
+
+def train_base(P: dict[str, Any], latents_dir: str | os.PathLike = "data/latents",
+               out_dir: str | os.PathLike = "data/base", resume: bool = True) -> Any:
+    """Train the base model on the latent cache with `presto_lib.train` and export its EMA to out_dir/model.
+
+    Reads params groups `common` (seed), `edm` (sigma_data, P_mean, P_std) and `base` (DiT size, optimiser,
+    schedule). Resumable: a rerun continues from out_dir/run/checkpoints. Returns the loop's Context.
+    """
+    from presto_lib.data.latents import LatentDataset, collate_latents
+    from presto_lib.train import TrainConfig, train
+
+    base, edm = P["base"], P["edm"]
+    torch.manual_seed(P["common"]["seed"])
+    ds = LatentDataset(latents_dir, "train", sample_posterior=bool(base.get("sample_posterior", False)))
+    model = build_score_model(base["dit"], in_channels=ds.meta["latent_dim"], text_dim=ds.meta["text_dim"],
+                              sigma_data=edm["sigma_data"])
+    opt = torch.optim.Adam(model.parameters(), lr=float(base["lr"]), betas=tuple(base.get("betas", (0.9, 0.999))))
+    warm = max(int(base.get("warmup_steps", 0)), 1)
+    cfg = TrainConfig(run_dir=str(Path(out_dir) / "run"), max_steps=int(base["steps"]),
+                      batch_size=int(base["batch_size"]), ckpt_every=int(base["ckpt_every"]),
+                      log_every=int(base["log_every"]), grad_clip=base.get("grad_clip", 1.0),
+                      ema_decay=float(base["ema_decay"]), seed=int(P["common"]["seed"]),
+                      num_workers=int(base.get("num_workers", 0)), desc="base DSM")
+    step = DSMStep(p_mean=edm["p_mean"], p_std=edm["p_std"], sigma_data=edm["sigma_data"],
+                   cond_dropout=float(base["cond_dropout"]))
+    ctx = train(step, modules={"score": model}, optimizers={"score": opt}, dataset=ds, cfg=cfg, ema=["score"],
+                collate_fn=collate_latents, resume=resume, lr_schedules={"score": lambda s: min(1.0, (s + 1) / warm)})
+    if ctx.is_main:
+        save_score_model(Path(out_dir) / "model", ctx.ema["score"], _export_extra(ds.meta, ctx.step))
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI (one process or torchrun): train the base model from params.yaml on data/latents into data/base."""
+    import argparse
+
+    from presto_lib.config import find_root, load_params
+    from presto_lib.train import cleanup_distributed
+
+    ap = argparse.ArgumentParser(prog="python -m presto_lib.diffusion.score_model", description=train_base.__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--latents", default="data/latents")
+    ap.add_argument("--out", default="data/base")
+    a = ap.parse_args(argv)
+    os.chdir(find_root())
+    try:
+        train_base(load_params(a.params), a.latents, a.out)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
