@@ -84,8 +84,10 @@ def test_from_checkpoints_and_prompts(pipe, tmp_path):
     loaded = TextToMusic.from_checkpoints(tmp_path / "base", tmp_path / "vae", text_encoder=pipe.text_encoder,
                                           sampling=pipe.sampling)
     torch.testing.assert_close(loaded.generate(CAPTIONS[:1], BPMS[:1], [3]), pipe.generate(CAPTIONS[:1], BPMS[:1], [3]))
+    cols = ["piece_id", "key", "instruments", "duration_s", "sample_rate", "source", "license"]
     pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": ["train", "test", "test"],
-                  "caption": ["x", "y", "z"], "bpm": [90, 100, 110]}).to_csv(tmp_path / "m.csv", index=False)
+                  "caption": ["x", "y", "z"], "bpm": [90, 100, 110], **{c: ["-"] * 3 for c in cols}}
+                 ).to_csv(tmp_path / "m.csv", index=False)
     assert read_prompts(tmp_path / "m.csv") == [{"caption": "y", "bpm": 100.0}, {"caption": "z", "bpm": 110.0}]
     with pytest.raises(ValueError):
         read_prompts(tmp_path / "m.csv", split="valid")

@@ -167,17 +167,14 @@ class TextToMusic:
 # ---- evaluation layout: data/samples/<system>/ -------------------------------------------------
 
 def read_prompts(manifest: str | os.PathLike, split: str = "test", limit: int | None = None) -> list[dict]:
-    """The evaluation prompts: (caption, bpm) of a manifest split, in manifest order."""
-    import pandas as pd
+    """The evaluation prompts: (caption, bpm) of a manifest split, in manifest order (the first `limit`)."""
+    from presto_lib.data.datasets import read_manifest
 
-    df = pd.read_csv(manifest)
-    if "split" not in df or not {"caption", "bpm"} <= set(df.columns):
-        raise ValueError(f"{manifest} lacks the split/caption/bpm columns")
-    rows = df[df["split"] == split]
+    rows = read_manifest(manifest, split)
     if rows.empty:
         raise ValueError(f"split {split!r} of {manifest} is empty")
     rows = rows.head(limit) if limit else rows
-    return [{"caption": str(r.caption), "bpm": float(r.bpm)} for r in rows.itertuples()]
+    return [{"caption": str(c), "bpm": float(b)} for c, b in zip(rows["caption"], rows["bpm"])]
 
 
 def write_samples(generate: Callable[[list[str], list[float], list[int]], Tensor], prompts: Sequence[dict],

@@ -1,0 +1,254 @@
+"""Latent cache: encode the corpus once so diffusion training never runs the VAE or the text encoder.
+
+Latent diffusion (paper sec. 4.1, A.1) trains the DiT on VAE latents. Encoding a clip costs more than a small
+DiT step, and its text embedding never changes, so both are computed once per clip and stored:
+
+    data/latents/meta.json              shapes, scales, text encoder, per-split counts
+    data/latents/<split>.safetensors    latents [N, C, T'] (posterior mean x scale), latents_std [N, C, T'],
+                                        text [N, L, D], text_mask [N, L] bool, bpm [N]
+    data/latents/<split>.json           captions, piece_ids, paths (row order = the manifest's order)
+
+Latents are multiplied by the VAE's stored scale so they have roughly unit variance; `decode_latents` in the
+pipeline divides it out again. `LatentDataset` reads one split back.
+
+    python -m presto_lib.data.latents --params params.yaml     # the `latents` DVC stage
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+__all__ = ["SPLITS", "vae_latent_scale", "encode_waves", "pad_tokens", "encode_texts", "build_latent_cache",
+           "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
+
+SPLITS = ("train", "valid", "test")
+TENSOR_KEYS = ("latents", "latents_std", "text", "text_mask", "bpm")
+
+
+# ---- VAE and text encoding ---------------------------------------------------------------------
+
+def vae_latent_scale(vae: Any) -> float:
+    """The VAE's stored latent scale (multiplies raw latents to ~unit variance); 1.0 if it stores none."""
+    for name in ("latent_scale", "scale_factor", "scaling_factor"):
+        v = getattr(vae, name, None)
+        if v is not None:
+            return float(v.item() if isinstance(v, Tensor) else v)
+    cfg = getattr(vae, "config", None) or getattr(vae, "cfg", None)
+    for name in ("latent_scale", "scale_factor"):
+        v = cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
+        if v is not None:
+            return float(v)
+    return 1.0
+
+
+def _posterior(out: Any) -> tuple[Tensor, Tensor]:
+    """(mean, std) from a VAE encoder output: a (mean, logvar) pair or a posterior with .mean and .std/.logvar."""
+    if isinstance(out, (tuple, list)):
+        mean, logvar = out[0], out[1]
+        return mean, (0.5 * logvar).exp()
+    mean = getattr(out, "mean", None)
+    if mean is None:
+        raise ValueError(f"cannot read a posterior from a VAE output of type {type(out).__name__}")
+    std = getattr(out, "std", None)
+    if std is None:
+        std = (0.5 * out.logvar).exp()
+    return mean, std
+
+
+@torch.no_grad()
+def encode_waves(vae: Any, wave: Tensor, scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """Scaled posterior (mean, std) of waves [B, 1, T], zero-padding T to a multiple of the VAE hop."""
+    if wave.ndim != 3 or wave.shape[1] != 1:
+        raise ValueError(f"expected waves shaped [B, 1, T], got {tuple(wave.shape)}")
+    hop = int(vae.hop_length)
+    pad = (-wave.shape[-1]) % hop
+    if pad:
+        wave = torch.nn.functional.pad(wave, (0, pad))
+    scale = vae_latent_scale(vae) if scale is None else scale
+    mean, std = _posterior(vae.encode(wave))
+    return mean.float() * scale, std.float() * scale
+
+
+def pad_tokens(emb: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Zero/False-pad text embeddings [N, L, D] and masks [N, L] along the token axis to `length`."""
+    extra = length - emb.shape[1]
+    if extra < 0:
+        raise ValueError(f"text has {emb.shape[1]} tokens, more than length={length}")
+    return (torch.cat([emb, emb.new_zeros(emb.shape[0], extra, emb.shape[2])], 1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1))
+
+
+@torch.no_grad()
+def encode_texts(text_encoder: Any, captions: list[str], length: int | None = None,
+                 batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Text embeddings [N, L, D] and masks [N, L] of captions, padded to a common length L (default: the max)."""
+    embs, masks = [], []
+    for i in range(0, len(captions), batch_size):
+        e, m = text_encoder.encode(list(captions[i:i + batch_size]))
+        embs.append(e.float().cpu())
+        masks.append(m.bool().cpu())
+    L = length if length is not None else max(e.shape[1] for e in embs)
+    padded = [pad_tokens(e, m, L) for e, m in zip(embs, masks)]
+    return torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded])
+
+
+# ---- building the cache ------------------------------------------------------------------------
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size: int,
+                  device: torch.device) -> tuple[dict[str, Tensor], dict[str, list]]:
+    """Latents and labels of one split, in the manifest's order."""
+    from presto_lib.data import ClipDataset   # data layer, imported lazily to keep this module light
+
+    ds = ClipDataset(manifest, split)
+    if len(ds) == 0:
+        raise ValueError(f"split {split!r} of {manifest} is empty")
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0,
+                        collate_fn=lambda items: items)
+    lat, lstd, labels = [], [], {"captions": [], "bpm": [], "piece_ids": [], "clip_samples": set()}
+    for items in tqdm(loader, desc=f"encode {split}", unit="batch"):
+        wave = torch.stack([it["wave"] for it in items]).to(device)
+        labels["clip_samples"].add(int(wave.shape[-1]))
+        m, s = encode_waves(vae, wave, scale)
+        lat.append(m.cpu())
+        lstd.append(s.cpu())
+        labels["captions"] += [it["caption"] for it in items]
+        labels["bpm"] += [float(it["bpm"]) for it in items]
+        labels["piece_ids"] += [str(it["piece_id"]) for it in items]
+    return {"latents": torch.cat(lat), "latents_std": torch.cat(lstd)}, labels
+
+
+def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
+                       splits: Iterable[str] = SPLITS, batch_size: int = 8, text_length: int | None = None,
+                       device: str | torch.device = "cpu") -> Path:
+    """Encode every clip of `splits` once (VAE posterior x scale, text embeddings, masks, BPM); returns out_dir."""
+    manifest, out = Path(manifest), Path(out_dir)
+    if not manifest.is_file():
+        raise ValueError(f"manifest not found: {manifest}")
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    vae = vae.to(device).eval()
+    scale = vae_latent_scale(vae)
+    enc = {sp: _encode_split(manifest, sp, vae, scale, batch_size, device) for sp in splits}
+    clip = set().union(*(labels["clip_samples"] for _, labels in enc.values()))
+    if len(clip) != 1:
+        raise ValueError(f"clips of different lengths {sorted(clip)} in {manifest}; the cache needs one length")
+    # one text length across splits, so every batch of every split stacks
+    texts = {sp: encode_texts(text_encoder, labels["captions"]) for sp, (_, labels) in enc.items()}
+    L = max(t.shape[1] for t, _ in texts.values()) if text_length is None else int(text_length)
+    counts = {}
+    for sp, (tensors, labels) in enc.items():
+        emb, mask = pad_tokens(*texts[sp], L)
+        tensors.update(text=emb, text_mask=mask, bpm=torch.tensor(labels["bpm"], dtype=torch.float32))
+        _atomic_safetensors(out / f"{sp}.safetensors", tensors)
+        _atomic_json(out / f"{sp}.json", {k: labels[k] for k in ("captions", "piece_ids")})
+        counts[sp] = len(labels["captions"])
+    train = enc["train" if "train" in enc else next(iter(enc))][0]["latents"]
+    meta = {"sample_rate": int(getattr(vae, "sample_rate", 0)), "clip_samples": clip.pop(),
+            "hop_length": int(vae.hop_length), "latent_scale": scale, "latent_dim": int(train.shape[1]),
+            "latent_frames": int(train.shape[2]), "text_dim": int(emb.shape[-1]), "text_length": int(L),
+            "text_encoder": str(getattr(text_encoder, "name", type(text_encoder).__name__)), "splits": counts,
+            "latent_mean_train": float(train.mean()), "latent_std_train": float(train.std())}
+    _atomic_json(out / "meta.json", meta)
+    return out
+
+
+# ---- reading it back ---------------------------------------------------------------------------
+
+def read_meta(root: str | os.PathLike) -> dict[str, Any]:
+    """The cache's meta.json."""
+    p = Path(root) / "meta.json"
+    if not p.is_file():
+        raise ValueError(f"no latent cache at {root} (missing meta.json); run `python -m presto_lib.data.latents`")
+    return json.loads(p.read_text())
+
+
+def load_latent_split(root: str | os.PathLike, split: str) -> tuple[dict[str, Tensor], dict[str, list]]:
+    """Tensors and labels (captions, piece_ids) of one cached split."""
+    root = Path(root)
+    f = root / f"{split}.safetensors"
+    if not f.is_file():
+        have = sorted(p.stem for p in root.glob("*.safetensors"))
+        raise ValueError(f"split {split!r} not in latent cache {root} (have {have})")
+    return load_file(str(f)), json.loads((root / f"{split}.json").read_text())
+
+
+class LatentDataset(Dataset):
+    """One cached split as a map-style dataset of {latents, text, text_mask, bpm, caption, index}."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", sample_posterior: bool = False):
+        self.root, self.split, self.sample_posterior = Path(root), split, sample_posterior
+        self.tensors, labels = load_latent_split(root, split)
+        self.captions: list[str] = labels["captions"]
+        self.piece_ids: list[str] = labels["piece_ids"]
+        self.meta = read_meta(root)
+
+    def __len__(self) -> int:
+        return self.tensors["latents"].shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t = self.tensors
+        z = t["latents"][i]
+        if self.sample_posterior:   # reparameterised draw from the VAE posterior (a free augmentation)
+            z = z + t["latents_std"][i] * torch.randn_like(z)
+        return {"latents": z, "text": t["text"][i], "text_mask": t["text_mask"][i], "bpm": t["bpm"][i],
+                "caption": self.captions[i], "index": i}
+
+
+def collate_latents(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack LatentDataset items into a batch (captions stay a list)."""
+    out = {k: torch.stack([it[k] for it in items]) for k in ("latents", "text", "text_mask", "bpm")}
+    out["caption"] = [it["caption"] for it in items]
+    out["index"] = torch.tensor([it["index"] for it in items])
+    return out
+
+
+# ---- the `latents` stage -----------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: encode data/corpus with data/vae into data/latents (paths and batch size from params)."""
+    from presto_lib.config import find_root, load_params
+    from presto_lib.models.text import TextEncoder
+    from presto_lib.models.vae import load_vae
+
+    ap = argparse.ArgumentParser(prog="python -m presto_lib.data.latents", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--manifest", default="data/corpus/manifest.csv")
+    ap.add_argument("--vae", default="data/vae")
+    ap.add_argument("--out", default="data/latents")
+    a = ap.parse_args(argv)
+    os.chdir(find_root())
+    P = load_params(a.params)
+    torch.manual_seed(P["common"]["seed"])
+    torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = build_latent_cache(a.manifest, load_vae(a.vae), TextEncoder(), a.out,
+                             batch_size=int(P.get("base", {}).get("encode_batch_size", 8)), device=device)
+    print(json.dumps(read_meta(out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

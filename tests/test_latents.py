@@ -1,0 +1,99 @@
+"""Latent cache: one encode of the corpus (VAE posterior x scale, text embeddings, masks, BPM) read back per split."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from presto_lib.audio import load_audio, save_audio
+from presto_lib.data.latents import (LatentDataset, build_latent_cache, collate_latents, load_latent_split,
+                                     read_meta)
+from presto_lib.models.text import get_text_encoder
+from presto_lib.models.vae import VAE, VAEConfig
+
+torch.set_num_threads(2)
+SR, CLIP = 8000, 1000            # hop 8 -> 125 latent frames
+SPLIT_OF = ["train", "test", "train", "valid", "train", "test", "train"]
+CAPTIONS = ["solo piano, slow", "a lively jig for fiddle and flute", "choir", "brass band march in B-flat major",
+            "guitar", "string trio, minor key, at a moderate tempo", "organ"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latents")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (sp, cap) in enumerate(zip(SPLIT_OF, CAPTIONS)):
+        t = np.arange(CLIP) / SR
+        wav = 0.3 * np.sin(2 * np.pi * (110 * (i + 1)) * t) + 0.01 * rng.standard_normal(CLIP)
+        save_audio(root / "corpus" / "audio" / f"{i}.wav", wav.astype(np.float32), SR)
+        rows.append({"path": f"audio/{i}.wav", "piece_id": f"p{i}", "split": sp, "caption": cap, "bpm": 60.0 + 10 * i,
+                     "key": "C major", "instruments": "piano", "duration_s": CLIP / SR, "sample_rate": SR,
+                     "source": "test", "license": "CC0"})
+    pd.DataFrame(rows).to_csv(root / "corpus" / "manifest.csv", index=False)
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(sample_rate=SR, strides=[2, 4], latent_dim=4, encoder_dim=4, decoder_dim=16,
+                        latent_scale=2.5)).eval()
+    te = get_text_encoder()
+    out = build_latent_cache(root / "corpus" / "manifest.csv", vae, te, root / "latents", batch_size=2)
+    return {"root": root, "out": out, "vae": vae, "te": te, "rows": rows}
+
+
+def test_splits_preserved_in_manifest_order(cache):
+    meta = read_meta(cache["out"])
+    assert meta["splits"] == {"train": 4, "valid": 1, "test": 2}
+    for sp in ("train", "valid", "test"):
+        want = [r for r in cache["rows"] if r["split"] == sp]
+        tensors, labels = load_latent_split(cache["out"], sp)
+        assert labels["captions"] == [r["caption"] for r in want]
+        assert labels["piece_ids"] == [r["piece_id"] for r in want]
+        assert tensors["bpm"].tolist() == [r["bpm"] for r in want]
+    with pytest.raises(ValueError):
+        load_latent_split(cache["out"], "holdout")
+
+
+def test_latents_are_scaled_posterior_means_and_decode_to_clip_shape(cache):
+    vae, meta = cache["vae"], read_meta(cache["out"])
+    assert meta["latent_scale"] == 2.5 and meta["hop_length"] == 8 and meta["sample_rate"] == SR
+    assert meta["clip_samples"] == CLIP and meta["latent_frames"] == -(-CLIP // 8) and meta["latent_dim"] == 4
+    tensors, _ = load_latent_split(cache["out"], "test")
+    assert tensors["latents"].shape == (2, 4, meta["latent_frames"]) and tensors["latents"].dtype == torch.float32
+    ds_wave = torch.stack([torch.from_numpy(load_audio(cache["root"] / "corpus" / r["path"])[0])
+                           for r in cache["rows"] if r["split"] == "test"])
+    with torch.no_grad():
+        mean, logvar = vae.encode(ds_wave)
+        torch.testing.assert_close(tensors["latents"], 2.5 * mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tensors["latents_std"], 2.5 * (0.5 * logvar).exp(), rtol=1e-4, atol=1e-5)
+        wav = vae.decode(tensors["latents"] / meta["latent_scale"])
+    assert wav.shape == (2, 1, meta["latent_frames"] * 8) and wav.shape[-1] >= CLIP
+
+
+def test_cached_text_equals_a_fresh_encode(cache):
+    te, meta = cache["te"], read_meta(cache["out"])
+    assert meta["text_dim"] == te.dim == 384 and meta["text_encoder"] == te.name
+    for sp in ("train", "test"):
+        tensors, labels = load_latent_split(cache["out"], sp)
+        assert tensors["text"].shape[1] == tensors["text_mask"].shape[1] == meta["text_length"]
+        for i, cap in enumerate(labels["captions"]):
+            emb, mask = te.encode([cap])
+            n = int(mask.sum())
+            assert int(tensors["text_mask"][i].sum()) == n and tensors["text_mask"][i, :n].all()
+            torch.testing.assert_close(tensors["text"][i, :n], emb[0, :n], rtol=1e-4, atol=1e-5)
+            assert (tensors["text"][i, n:] == 0).all()
+
+
+def test_latent_dataset_items_and_posterior_sampling(cache):
+    ds = LatentDataset(cache["out"], "train")
+    assert len(ds) == 4 and ds.captions[1] == CAPTIONS[2]
+    b = collate_latents([ds[i] for i in range(3)])
+    assert b["latents"].shape == (3, 4, read_meta(cache["out"])["latent_frames"])
+    assert b["text_mask"].dtype == torch.bool and b["bpm"].tolist() == [60.0, 80.0, 100.0]
+    assert b["caption"] == [CAPTIONS[0], CAPTIONS[2], CAPTIONS[4]] and b["index"].tolist() == [0, 1, 2]
+    torch.testing.assert_close(ds[0]["latents"], ds[0]["latents"])
+    noisy = LatentDataset(cache["out"], "train", sample_posterior=True)
+    torch.manual_seed(0)
+    draws = torch.stack([noisy[0]["latents"] for _ in range(200)])
+    std = ds.tensors["latents_std"][0]
+    torch.testing.assert_close(draws.mean(0), ds[0]["latents"], atol=float(5 * std.max() / 200 ** 0.5), rtol=0)
+    assert ((draws.std(0) / std - 1).abs().mean()) < 0.1
+    with pytest.raises(ValueError):
+        LatentDataset(cache["root"] / "nowhere", "train")
