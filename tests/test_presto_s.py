@@ -1,0 +1,208 @@
+"""Presto-S (Algorithm 1): the 2-D toy distils, the 5:1 turn ratio, frozen teacher, DMD-GAN path, gradients."""
+import math
+
+import pytest
+import torch
+
+from presto_lib.diffusion import edm
+from presto_lib.distill.discriminator import DiscriminatorHead, discriminator_gan_loss, generator_gan_loss
+from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, null_condition, optimizer_update,
+                                         pingpong_sigmas, sample_generator, snap_sigmas)
+from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
+                                    sample_points, toy_presto_s, train_toy_base)
+
+torch.set_num_threads(1)
+
+
+def _players(cfg=None, seed=0, hidden=16):
+    """Tiny untrained toy players: real = a third toy net (a module with weights that could change)."""
+    torch.manual_seed(seed)
+    base = make_toy_model(hidden, 2)
+    state = base.state_dict()
+    mk = lambda: make_toy_model(hidden, 2)
+    G, score, real = mk(), mk(), mk()
+    for m in (G, score, real):
+        m.load_state_dict(state)
+    return PrestoS(G, FakeScore(score, DiscriminatorHead(hidden, n_down=0)), real, cfg or PrestoSConfig(cfg_w=1.0))
+
+
+def _params(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _changed(before, m):
+    return any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+# ---- the toy distils ---------------------------------------------------------------------------
+
+def test_toy_one_step_generator_mmd_falls():
+    gm = ring_mixture()
+    torch.manual_seed(0)
+    base = train_toy_base(gm, steps=300, batch=256, hidden=64)
+    ps = toy_presto_s(base, gm, PrestoSConfig(cfg_w=1.0))
+    torch.manual_seed(1)
+    ref, z = sample_points(gm, 1000), torch.randn(1000, 2, 1)
+    before = mmd_rbf(ps.sample(z, None, steps=1), ref)
+    distill_toy(ps, gm, iters=480, batch=128, lr=1e-3)
+    after = mmd_rbf(ps.sample(z, None, steps=1), ref)
+    floor = mmd_rbf(sample_points(gm, 1000), ref)
+    assert before > 1.0                      # the base model's 1-step output collapses towards the mean
+    assert after < 0.15 * before, (before, after)
+    assert after > floor                     # sanity: not better than fresh data
+
+
+# ---- Algorithm 1's bookkeeping ---------------------------------------------------------------------
+
+def test_five_fake_updates_per_generator_update_and_each_turn_touches_one_player():
+    ps = _players()
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-2) for k, m in ps.modules().items()}
+    plain, calls = optimizer_update(opts), []
+    update = lambda loss, name: (calls.append(name), plain(loss, name))
+    gm = ring_mixture()
+    for it in range(18):
+        g0, f0 = _params(ps.G), _params(ps.fake)
+        ps.step(sample_points(gm, 8), None, it, update)
+        if calls[-1] == "generator":
+            assert _changed(g0, ps.G) and not _changed(f0, ps.fake)
+        else:
+            assert _changed(f0, ps.fake) and not _changed(g0, ps.G)
+    assert calls == (["fake"] * 5 + ["generator"]) * 3
+
+
+def test_real_score_model_never_changes():
+    ps = _players(PrestoSConfig(cfg_w=1.0))
+    real0 = _params(ps.real)
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-2) for k, m in ps.modules().items()}
+    gm = ring_mixture()
+    for it in range(12):
+        ps.step(sample_points(gm, 8), None, it, optimizer_update(opts))
+    assert not _changed(real0, ps.real)
+    assert all(not p.requires_grad and p.grad is None for p in ps.real.parameters())
+    assert not ps.real.training
+
+
+def test_dmd_gradient_reaches_only_the_generator_and_equals_eq5():
+    ps = _players(PrestoSConfig(cfg_w=1.0, use_gan=False))
+    x_real = sample_points(ring_mixture(), 6)
+    x_gen = ps.generate(x_real, None)
+    x_gen.retain_grad()
+    torch.manual_seed(5)
+    loss, _ = ps.dmd_loss(x_gen, None)
+    loss.backward()
+    assert all(p.grad is not None for p in ps.G.parameters())
+    assert all(p.grad is None for p in ps.fake.parameters())
+    assert all(p.grad is None for p in ps.real.parameters())
+    # independent recomputation of eq. 5 with DMD2's normalisation, same noise draws
+    torch.manual_seed(5)
+    with torch.no_grad():
+        sigma = edm.sample_sigma("train", 6)
+        x_t = x_gen + sigma[:, None, None] * torch.randn_like(x_gen)
+        mu_f, mu_r = ps.fake.score(x_t, sigma), ps.real(x_t, sigma)
+        g = (mu_f - mu_r) / (x_gen - mu_r).abs().mean((1, 2), keepdim=True)
+    torch.testing.assert_close(x_gen.grad * x_gen.numel(), g, rtol=1e-4, atol=1e-6)
+
+
+def test_gan_only_flag_runs_the_dmd_gan_path():
+    ps = _players(PrestoSConfig(cfg_w=1.0, use_dmd=False))
+    seen = []
+    ps.real = lambda *a, **k: seen.append("real") or a[0]          # the teacher must never be queried
+    ps.dmd_loss = lambda *a, **k: pytest.fail("DMD term ran in the DMD-GAN baseline")
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in ps.modules().items()}
+    gm = ring_mixture()
+    logs = [ps.step(sample_points(gm, 8), None, it, optimizer_update(opts)) for it in range(6)]
+    gen = [l for l in logs if l["generator_turn"] == 1.0]
+    assert len(gen) == 1 and "loss_gan_g" in gen[0] and "loss_dmd" not in gen[0]
+    assert math.isclose(gen[0]["loss"], gen[0]["loss_gan_g"], rel_tol=1e-5)
+    assert not seen
+    with pytest.raises(ValueError):
+        PrestoSConfig(use_dmd=False, use_gan=False)
+
+
+def test_teacher_uses_plain_cfg_with_the_null_condition():
+    calls = []
+
+    def real(x, sigma, cond):
+        calls.append({k: v.clone() for k, v in cond.items()})
+        return torch.where(cond["text_mask"].any(1)[:, None, None], torch.ones_like(x), torch.zeros_like(x))
+
+    ps = PrestoS(make_toy_model(8, 1), FakeScore(make_toy_model(8, 1), DiscriminatorHead(8, n_down=0)), real,
+                 PrestoSConfig(cfg_w=4.5))
+    cond = {"text": torch.randn(3, 5, 4), "text_mask": torch.ones(3, 5, dtype=torch.bool),
+            "bpm": torch.full((3,), 120.0)}
+    out = ps.real_denoise(torch.zeros(3, 2, 1), torch.ones(3), cond)
+    torch.testing.assert_close(out, torch.full_like(out, 4.5))           # mu_u + w (mu_c - mu_u) = 0 + 4.5 (1 - 0)
+    null = null_condition(cond)
+    assert not null["text_mask"].any() and (null["bpm"] <= 0).all() and not null["text"].any()
+
+
+# ---- noise levels and sampling -------------------------------------------------------------------
+
+def test_generator_inputs_continuous_or_discrete():
+    ps = _players(PrestoSConfig(p_gen="inf"))
+    s = ps.gen_sigma(4000, torch.device("cpu"))
+    assert len(torch.unique(s)) == 4000 and s.min() >= edm.SIGMA_MIN * 0.999 and s.max() <= edm.SIGMA_MAX * 1.001
+    ps = _players(PrestoSConfig(discrete_levels=4))
+    s = ps.gen_sigma(4000, torch.device("cpu"))
+    levels = pingpong_sigmas(4)[:-1]
+    assert set(torch.unique(s).tolist()) == set(levels.tolist())
+
+
+def test_pingpong_schedule_and_snapping():
+    s = pingpong_sigmas(2)
+    k = edm.edm_sigmas(3)
+    torch.testing.assert_close(s, torch.stack([k[0], k[1], k.new_zeros(())]))
+    assert torch.equal(pingpong_sigmas(1), torch.tensor([80.0, 0.0]))
+    with pytest.raises(ValueError):
+        pingpong_sigmas(0)
+    snapped = snap_sigmas(pingpong_sigmas(3), pingpong_sigmas(4)[:-1])
+    assert set(snapped[:-1].tolist()) <= set(pingpong_sigmas(4)[:-1].tolist()) and snapped[-1] == 0
+
+
+def test_sample_generator_is_pingpong_over_the_schedule():
+    seen = []
+    G = lambda x, s, c: (seen.append(float(s[0])), torch.zeros_like(x))[1]
+    cfg = PrestoSConfig(rho=7.0)
+    out = sample_generator(G, torch.randn(2, 3, 4), None, 3, cfg, rho=2.0)
+    torch.testing.assert_close(torch.tensor(seen), pingpong_sigmas(3, rho=2.0)[:-1])
+    assert torch.equal(out, torch.zeros(2, 3, 4))                       # the last step returns G's output
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+
+def test_head_partially_downsamples_over_latent_time():
+    head = DiscriminatorHead(32, n_down=2)
+    assert head(torch.randn(3, 40, 32)).shape == (3, 10)
+    assert head(torch.randn(3, 1, 32)).shape == (3, 1)
+    with pytest.raises(ValueError):
+        head(torch.randn(3, 40, 16))
+
+
+def test_gan_losses():
+    r, f = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 0.5])
+    assert math.isclose(float(discriminator_gan_loss(r, f, "ls")), 0.125 + 0.125)    # eq. 8 / line 18
+    assert math.isclose(float(generator_gan_loss(f, "ls")), (1 + 0.25) / 2)             # line 10
+    ns = -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean())          # eq. 7
+    torch.testing.assert_close(discriminator_gan_loss(r, f, "ns"), ns)
+    with pytest.raises(ValueError):
+        generator_gan_loss(f, "wgan")
+
+
+def test_exact_score_is_tweedie():
+    gm = ring_mixture(k=3, std=0.2)
+    x = torch.randn(5, 2, 1, dtype=torch.float64, requires_grad=True)
+    sigma = torch.full((5,), 0.3, dtype=torch.float64)
+    var = gm.stds**2 + 0.09
+    logp = torch.logsumexp(-((x[:, None, :, 0] - gm.means) ** 2).sum(-1) / (2 * var) - torch.log(var), 1).sum()
+    (grad,) = torch.autograd.grad(logp, x)
+    torch.testing.assert_close(ExactScore(gm)(x.detach(), sigma), x.detach() + 0.09 * grad)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError):
+        PrestoSConfig(p_dmd="uniform")
+    with pytest.raises(ValueError):
+        PrestoSConfig.from_dict({"p_gen": "inf", "lr": 1.0})
+    with pytest.raises(ValueError):
+        FakeScore(make_toy_model(8, 2), DiscriminatorHead(8), feature_block=5)(
+            torch.randn(2, 2, 1), torch.ones(2), with_logits=True)
