@@ -1,0 +1,241 @@
+"""Presto-LS: layer-then-step distillation, and the combinations that fail (paper sec. 3.4, 4.6, A.4; Fig. 8).
+
+Presto-LS stacks the two distillations in one order and with one twist (sec. 3.4):
+
+    1. layer-step order   Presto-L first (with the *reduced* dropping schedule [12, 8, 8, 0, 0] of a 28-block
+                          model, scaled to our depth), then Presto-S on that layer-dropped, budget-conditioned
+                          generator; its budget conditioning stays and keeps training;
+    2. full capacity      mu_real and mu_psi start from the *original* base score model, not the Presto-L one,
+                          which keeps eq. 5's gradient accurate and gives the discriminator (a head on mu_psi)
+                          weights different from the generator's;
+    3. reduced budget     fewer dropped layers than Presto-L's D3 schedule.
+
+Appendix A.4's failing alternatives are configurations of the same code (`SETUPS`); each changes Presto-LS only
+where the paper says:
+
+    setup            G_phi starts from   G_phi drops layers               mu_real, mu_psi start from
+    presto_s         base                no                               base
+    presto_ls        Presto-L (reduced)  yes (already layer-distilled)    base
+    ls_lfake         Presto-L (reduced)  yes (already layer-distilled)    Presto-L (layer-dropped)
+    step_then_layer  Presto-S generator  yes (learns it now, budget 0-init)   base
+    step_and_layer   base                yes (learns it now, budget 0-init)   base
+
+Every setup runs Algorithm 1 (`presto_s.PrestoS`) unchanged; `PrestoLSStep` wraps it for the training loop and
+logs, per iteration, what Fig. 8 plots (see `FIG8_METRICS`); `fig8_curves` turns that log into one row per
+generator update.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from presto_lib.diffusion.edm import EDMPrecond
+from presto_lib.diffusion.score_model import batch_condition
+from presto_lib.distill.discriminator import DiscriminatorHead
+from presto_lib.distill.presto_l import LayerDropModel, PrestoLConfig, with_schedule
+from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig
+from presto_lib.models.dit import DiT
+
+__all__ = ["Setup", "SETUPS", "FIG8_METRICS", "reduced_layer_config", "LayerDropScore", "build_setup",
+           "PrestoLSStep", "fig8_curves", "fig8_summary", "dit_of"]
+
+
+# ---- the five setups of Fig. 8 (sec. 3.4, A.4) -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setup:
+    """Where each network of Algorithm 1 starts, and whether the generator drops layers."""
+    generator: str      # "base", "presto_l" or "presto_s": the weights G_phi starts from
+    drop: bool          # G_phi runs the reduced dropping schedule with budget conditioning
+    scores: str         # "base" or "presto_l": the weights mu_real and mu_psi start from
+    label: str          # the legend of Fig. 8
+
+    def __post_init__(self):
+        if self.generator not in ("base", "presto_l", "presto_s") or self.scores not in ("base", "presto_l"):
+            raise ValueError(f"bad setup {self}: generator in base/presto_l/presto_s, scores in base/presto_l")
+        if self.generator == "presto_l" and not self.drop:
+            raise ValueError("a Presto-L generator always drops layers (drop=True)")
+
+
+SETUPS: dict[str, Setup] = {
+    "presto_s": Setup("base", False, "base", "Presto-S"),
+    "presto_ls": Setup("presto_l", True, "base", "Presto-LS"),
+    "ls_lfake": Setup("presto_l", True, "presto_l", "LS with L-Fake/Real"),
+    "step_then_layer": Setup("presto_s", True, "base", "Step then Layer"),
+    "step_and_layer": Setup("base", True, "base", "Step and Layer (joint)"),
+}
+
+# Fig. 8's panels -> the keys `PrestoS.step` logs (generator turns: lines 5-11; fake turns: lines 13-19).
+FIG8_METRICS: dict[str, str] = {
+    "loss_gan_g": "generator loss (LSGAN, line 10)",
+    "loss_gan_d": "discriminator loss (LSGAN, line 18)",
+    "dmd_grad_rms": "distribution matching gradient (RMS of eq. 5)",
+    "d_real_acc": "discriminator accuracy on real",
+}
+_GEN_KEYS, _FAKE_KEYS = ("loss_gan_g", "dmd_grad_rms", "loss_dmd"), ("loss_gan_d", "d_real_acc", "loss_fake_dsm")
+
+
+def reduced_layer_config(cfg: PrestoLConfig | None = None) -> PrestoLConfig:
+    """Presto-L (shift, budget, self-teacher) with the reduced Presto-LS schedule [12, 8, 8, 0, 0] (sec. 3.4)."""
+    return with_schedule(cfg or PrestoLConfig(), "presto_ls")
+
+
+def dit_of(model: nn.Module) -> DiT:
+    """The DiT inside an EDMPrecond(DiT), a LayerDropModel or a LayerDropScore."""
+    m = getattr(model, "module", model)
+    if isinstance(m, LayerDropScore):
+        m = m.model
+    if isinstance(m, LayerDropModel):
+        return m.net.dit
+    if isinstance(m, EDMPrecond) and isinstance(m.net, DiT):
+        return m.net
+    raise ValueError(f"expected an EDMPrecond(DiT) or a LayerDropModel, got {type(m).__name__}")
+
+
+# ---- a layer-dropped score model with features (the L-Fake/Real discriminator, A.4) ---------------------
+
+class LayerDropScore(nn.Module):
+    """A LayerDropModel that can also return per-block features, so a discriminator head can sit on it (A.4)."""
+
+    def __init__(self, model: LayerDropModel):
+        super().__init__()
+        if not isinstance(model, LayerDropModel):
+            raise ValueError(f"expected a LayerDropModel, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, x: Tensor, sigma: Tensor | float, cond: dict | None = None, return_features: bool = False):
+        """x0 (eq. 4) at the schedule's budget for sigma; with `return_features` also one [B, N, hidden] per block.
+
+        Features follow DiT's bool-mask convention: a block a sample drops passes that sample's input through.
+        """
+        if not return_features:
+            return self.model(x, sigma, cond)
+        m = self.model
+        s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        n_drop = m.schedule.n_drop(s)
+        mask = torch.zeros(x.shape[0], m.schedule.depth, dtype=torch.bool)
+        for i, n in enumerate(n_drop.tolist()):
+            mask[i, m.schedule.blocks(n)] = True
+        net, frac = m.net, (n_drop.float() / m.schedule.depth).to(x.device)
+
+        def f(xin: Tensor, c_noise: Tensor, bpm: Tensor, text: Tensor | None = None,
+              text_mask: Tensor | None = None):   # LayerDropNet.forward, keeping the block outputs
+            extra = net.budget_emb(frac) if net.budget_emb is not None else None
+            h, c, ctx = net.dit.embed(xin, c_noise, bpm, text, text_mask, extra)
+            h, feats = net.dit.run_blocks(h, c, ctx, mask, return_features=True)
+            if net.out_adaln is not None:
+                h = net.out_adaln(h, frac)
+            return net.dit.unembed(h, c), feats
+        return EDMPrecond(f, m.precond.sigma_data)(x, s, cond)
+
+
+# ---- building a setup -----------------------------------------------------------------------------------
+
+def _frozen_copy(m: nn.Module) -> nn.Module:
+    return copy.deepcopy(m).eval().requires_grad_(False)
+
+
+def _fresh(m: nn.Module) -> nn.Module:
+    return copy.deepcopy(m).train().requires_grad_(True)
+
+
+def build_setup(name: str, base: EDMPrecond, *, presto_l: LayerDropModel | None = None,
+                presto_s: EDMPrecond | None = None, s_cfg: PrestoSConfig | None = None,
+                l_cfg: PrestoLConfig | None = None, head_channels: int | None = None, head_down: int = 2,
+                feature_block: int = -1) -> PrestoS:
+    """Algorithm 1's players for one setup of `SETUPS`; every network is a fresh copy of its source.
+
+    base: the original score model; presto_l: a Presto-L model (the reduced schedule for Presto-LS); presto_s:
+    a Presto-S generator (for step_then_layer); l_cfg: the layer dropping a generator learns during step
+    distillation (default: Presto-L with the reduced schedule).
+    """
+    if name not in SETUPS:
+        raise ValueError(f"unknown setup {name!r}; choose one of {', '.join(SETUPS)}")
+    st = SETUPS[name]
+    sources = {"base": base, "presto_l": presto_l, "presto_s": presto_s}
+    for role in {st.generator, st.scores}:
+        if sources[role] is None:
+            raise ValueError(f"setup {name!r} needs the {role} model (pass {role}=...)")
+    if presto_l is not None and not isinstance(presto_l, LayerDropModel):
+        raise ValueError(f"presto_l must be a LayerDropModel, got {type(presto_l).__name__}")
+    for role in ("base", "presto_s"):
+        if sources[role] is not None:
+            dit_of(sources[role])      # raises unless an EDMPrecond(DiT)
+    # generator: Presto-L already drops; base / Presto-S learn the reduced dropping now (zero-init budget)
+    G = _fresh(sources[st.generator])
+    if st.drop and not isinstance(G, LayerDropModel):
+        G = LayerDropModel(G, l_cfg or reduced_layer_config())
+    # score models: full capacity (base) or the layer-dropped Presto-L model (L-Fake/Real)
+    if st.scores == "base":
+        real, fake_score = _frozen_copy(base), _fresh(base)
+    else:
+        real, fake_score = _frozen_copy(presto_l), LayerDropScore(_fresh(presto_l))
+    hidden = dit_of(base).hidden_size
+    fake = FakeScore(fake_score, DiscriminatorHead(hidden, head_channels, head_down), feature_block)
+    return PrestoS(G, fake, real, s_cfg or PrestoSConfig())
+
+
+# ---- the training-loop step with Fig. 8's logging -------------------------------------------------------
+
+class PrestoLSStep:
+    """One iteration of Algorithm 1 for `presto_lib.train.train`; modules "generator" and "fake", frozen "real".
+
+    Logs everything `PrestoS.step` returns (FIG8_METRICS among it) plus the generator's / psi's gradient
+    norms; train with `log_every=1` so `fig8_curves` can pair every generator turn with its fake turns.
+    """
+
+    def __init__(self, ps: PrestoS):
+        self.ps = ps
+
+    def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:
+        x = batch["latents"].to(ctx.device).float()
+        cond = batch_condition(batch, ctx.device)
+        norms: dict[str, float] = {}
+
+        def update(loss: Tensor, name: str) -> None:
+            norms[f"grad_norm_{name}"] = ctx.backward_and_step(loss, name)
+        players = {k: ctx.modules[k] for k in ("generator", "fake") if k in ctx.modules}
+        logs = self.ps.step(x, cond, step, update, players)
+        return {**logs, **norms}
+
+
+# ---- Fig. 8: from the per-iteration log to one row per generator update -------------------------------
+
+def fig8_curves(log: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    """One row per generator update k: its generator-turn values and the mean of the fake turns before it."""
+    df = pd.read_csv(log) if isinstance(log, (str, os.PathLike, Path)) else log.copy()
+    if "generator_turn" not in df.columns:
+        raise ValueError("the log has no 'generator_turn' column: is it a PrestoLSStep log?")
+    turn = df["generator_turn"].astype(float)
+    if not turn.isin([0.0, 1.0]).all():
+        raise ValueError("generator_turn is averaged over several iterations: train with log_every=1")
+    df = df.sort_values("step").reset_index(drop=True)
+    turn = df["generator_turn"].astype(float)
+    group = (turn.cumsum() - turn).astype(int)          # fake turns before generator turn k share its group
+    gen = df[turn == 1.0].assign(update=lambda d: group[d.index] + 1)
+    fake = df[turn == 0.0].assign(update=group[turn == 0.0] + 1)
+    out = gen[["update", "step", *[k for k in _GEN_KEYS if k in gen]]].set_index("update")
+    fk = [k for k in _FAKE_KEYS if k in fake]
+    if fk:
+        out = out.join(fake.groupby("update")[fk].mean(), how="left")
+    return out.reset_index()
+
+
+def fig8_summary(curves: dict[str, pd.DataFrame], last: int = 10) -> pd.DataFrame:
+    """Per setup: mean of each Fig. 8 metric over the last `last` generator updates, and the DM gradient's std."""
+    rows = []
+    for name, c in curves.items():
+        tail = c.tail(last)
+        row = {"setup": name, "label": SETUPS[name].label if name in SETUPS else name, "updates": len(c)}
+        row.update({k: float(tail[k].mean()) for k in FIG8_METRICS if k in tail})
+        if "dmd_grad_rms" in tail:
+            row["dmd_grad_std"] = float(tail["dmd_grad_rms"].std(ddof=0))
+        rows.append(row)
+    return pd.DataFrame(rows)
