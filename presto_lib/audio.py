@@ -9,11 +9,14 @@ import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "load_audio", "save_audio", "resample", "mel_spectrogram", "mel_filterbank", "loudness_normalize",
@@ -58,10 +61,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None,
     return wav.astype(np.float32, copy=False), int(sr)
 
 
-def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rate: int,
+def save_audio(path: str | os.PathLike, wav: "np.ndarray | torch.Tensor", sample_rate: int,
                subtype: str = "PCM_16") -> Path:
     """Write [C, T] (or [T]) audio as WAV atomically: temp file in the same folder, then rename."""
-    if isinstance(wav, torch.Tensor):
+    if hasattr(wav, "detach"):  # a torch Tensor (torch is imported lazily: the corpus workers never need it)
         wav = wav.detach().cpu().numpy()
     wav = to_channels_first(wav)
     if wav.shape[1] == 0:
@@ -101,27 +104,30 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> "torch.Tensor":
     import librosa
+    import torch
     return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels,
                                                 fmin=fmin, fmax=fmax)).float()
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> torch.Tensor:
+                   fmax: float | None = None) -> "torch.Tensor":
     """The librosa (Slaney) mel filterbank as a Tensor [n_mels, n_fft // 2 + 1]."""
     return _mel_basis(int(sample_rate), int(n_fft), int(n_mels), float(fmin), fmax).clone()
 
 
-def mel_spectrogram(wav: torch.Tensor | np.ndarray, sample_rate: int, n_fft: int = 1024,
+def mel_spectrogram(wav: "torch.Tensor | np.ndarray", sample_rate: int, n_fft: int = 1024,
                     hop_length: int = 256, n_mels: int = 80, log: bool = True, fmin: float = 0.0,
                     fmax: float | None = None, power: float = 2.0, clamp: float = 1e-5,
-                    center: bool = True, pad_mode: str = "constant") -> torch.Tensor:
+                    center: bool = True, pad_mode: str = "constant") -> "torch.Tensor":
     """Mel spectrogram of [..., T] audio -> [..., n_mels, frames]; differentiable (torch.stft).
 
     Matches `librosa.feature.melspectrogram` (Hann window, zero padding when centred, librosa >= 0.10's
     default); with `log=True` returns `log(clamp(mel, min=clamp))`.
     """
+    import torch
+
     x = torch.as_tensor(wav)
     if not x.is_floating_point():
         x = x.float()
