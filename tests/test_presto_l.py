@@ -239,3 +239,30 @@ def test_bad_inputs_are_refused():
         model(x, 1.0, cond, n_drop=torch.tensor([1, 2]))
     with pytest.raises(ValueError):
         model(x, 1.0, cond, n_drop=DEPTH)
+
+
+# ---- the stage: Table 2 samples reused as the curve folder ----
+
+class StubT2M:
+    """Stands in for TextToMusic: audio determined by (seed, steps) alone, as the real pipeline's per-sample seeds."""
+    sample_rate, nfe = 8000, 0
+
+    def generate(self, captions, bpms, seeds, steps):
+        self.nfe = 2 * steps - 1
+        return torch.stack([torch.full((1, 64), s / 100 + steps / 1000) for s in seeds])
+
+
+def test_curve_folder_is_the_head_of_the_table_folder(tmp_path):
+    import pandas as pd
+    from presto_lib.audio import load_audio
+    from presto_lib.distill.presto_l_stage import generate_all
+    prompts = [{"caption": f"tune {i}", "bpm": 90.0 + i} for i in range(5)]
+    runs = generate_all(StubT2M(), prompts[:3], [2, 4], tmp_path / "run", (prompts, 4, tmp_path / "table"), 2, 7)
+    direct = generate_all(StubT2M(), prompts[:3], [4], tmp_path / "direct", None, 2, 7)
+    assert runs["curves"][4] == {"seconds": 0.0, "nfe": 7} and runs["table"]["prompts"] == 5
+    assert direct["curves"][4]["seconds"] > 0 and runs["curves"][2]["nfe"] == 3
+    reused, fresh = tmp_path / "run" / "steps_4", tmp_path / "direct" / "steps_4"
+    assert pd.read_csv(reused / "samples.csv").equals(pd.read_csv(fresh / "samples.csv"))
+    for f in pd.read_csv(fresh / "samples.csv")["path"]:
+        assert (load_audio(reused / f)[0] == load_audio(fresh / f)[0]).all()
+    assert len(pd.read_csv(tmp_path / "table" / "samples.csv")) == 5
