@@ -149,3 +149,13 @@ def test_time_shuffle_permutes_segments():
     assert all(np.all(np.diff(s) == 1) for s in segs)              # each segment kept intact
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade([x], SR, "reverb", 1.0)
+
+
+def test_monotonic_table_directions():
+    from presto_lib.eval.degrade import monotonic_table
+    df = pd.DataFrame(dict(degradation=["noise"] * 3 + ["lowpass"] * 3, severity=[0, 1, 2] * 2,
+                           FAD=[1.0, 2.0, 3.0, 1.0, 3.0, 2.0], Coverage=[0.9, 0.5, 0.5, 0.9, 0.95, 0.1],
+                           **{"CLAP (corpus)": [30.0, 20.0, 10.0, 30.0, 20.0, 25.0]}))
+    t = monotonic_table(df, ["FAD", "Coverage", "CLAP (corpus)"]).set_index("degradation")
+    assert t.loc["noise"].tolist() == ["yes", "yes", "yes"]         # ties count as 'no better'
+    assert t.loc["lowpass"].tolist() == ["no", "no", "no"]

@@ -27,7 +27,7 @@ from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.eval.embeddings import AudioEmbedder, MusicnnEmbedder
 
 DEFAULTS = dict(audio_layer="pooled", embed_dim=128, hidden=256, dropout=0.1, steps=600, batch_size=128,
-                lr=1e-3, weight_decay=1e-2, text_kind="minilm", text_path=None, hop_s=1.0, seed=0)
+                lr=1e-3, weight_decay=1e-2, text_kind="minilm", text_path=None, hop_s=3.0, seed=0)
 
 
 # ---- model ----

@@ -45,3 +45,23 @@ def degrade(waves: list[np.ndarray], sample_rate: int, kind: str, level: float, 
     if kind == "time_shuffle":
         return [time_shuffle(np.asarray(w, np.float32), sample_rate, level, rng) for w in waves]
     raise ValueError(f"unknown degradation {kind!r}; choose one of {KINDS}")
+
+
+# ---- is each metric monotone in the severity? ----
+
+WORSE_IF_HIGHER = {"FAD": True, "MMD": True, "Precision": False, "Density": False, "Recall": False,
+                   "Coverage": False}   # any "CLAP (...)" column: worse if lower
+
+
+def monotonic_table(df, metrics: list[str], kind_col: str = "degradation", order_col: str = "severity"):
+    """For each degradation x metric: 'yes' if every step up in severity is no better, else 'no' (pandas)."""
+    import pandas as pd
+    rows = []
+    for kind, g in df.sort_values(order_col).groupby(kind_col, sort=False):
+        row = {kind_col: kind}
+        for m in metrics:
+            sign = 1.0 if WORSE_IF_HIGHER.get(m, False) else -1.0      # CLAP columns: higher is better
+            steps = sign * np.diff(g[m].to_numpy(dtype=float))
+            row[m] = "yes" if np.all(steps >= 0) else "no"
+        rows.append(row)
+    return pd.DataFrame(rows)

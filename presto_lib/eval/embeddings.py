@@ -1,9 +1,10 @@
 """Audio embedding backbones behind one interface: `embed_audio(waveforms, sample_rate) -> [N, D]`.
 
 Windowing rules (each clip -> windows -> one embedding per window -> clip embedding = mean over windows):
-  musicnn       16 kHz; 3 s log-mel patches (187 frames, the length MSD-musicnn was trained on) every
-                `hop_s` (default 1 s, as fadtk does for CLAP), spread evenly so the first starts at 0 and the
-                last ends at the clip's end; clips under 3 s are repeat-padded (musicnn's "repeat-pad").
+  musicnn       16 kHz; 3 s log-mel patches (187 frames, the length MSD-musicnn was trained on) at most
+                `hop_s` apart (default 3 s: musicnn's extractor default of non-overlapping patches), spread
+                evenly so the first starts at 0 and the last ends at the clip's end (a 4 s clip -> 0-3 s and
+                1-4 s; 32 s -> 11 patches); clips under 3 s are repeat-padded (musicnn's "repeat-pad").
   clap          48 kHz; 10 s windows, 1 s hop (fadtk's LAION-CLAP rule); shorter clips are one window that
                 the CLAP feature extractor repeat-pads. See `presto_lib.eval.clap`.
   corpus_clap   the musicnn windows above, through a small audio tower trained on our corpus.
@@ -92,7 +93,7 @@ class MusicnnEmbedder(AudioEmbedder):
     sample_rate = 16000
     DIMS = {"penultimate": 200, "max_pool": 753, "mean_pool": 753, "pooled": 1506, "taggram": 50}
 
-    def __init__(self, layer: str = "penultimate", hop_s: float = 1.0, batch_size: int = 32,
+    def __init__(self, layer: str = "penultimate", hop_s: float = 3.0, batch_size: int = 32,
                  progress: bool = False):
         from presto_lib.eval.musicnn import HOP, PATCH_FRAMES
         if layer not in self.DIMS:

@@ -31,6 +31,13 @@ SAMPLE_COLUMNS = ("path", "caption", "bpm", "seed")
 
 # ---- reading audio ----
 
+def spread_indices(n: int, k: int | None) -> np.ndarray:
+    """`k` indices evenly spread over range(n) (all of them when k is 0/None or >= n)."""
+    if not k or k >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, k).round().astype(int)
+
+
 def read_samples(samples_dir: str | Path) -> tuple[list[np.ndarray], int, pd.DataFrame]:
     """A system's generated clips (mono, float32) from `samples_dir/samples.csv`, in file order."""
     d = Path(samples_dir)
@@ -45,7 +52,7 @@ def read_samples(samples_dir: str | Path) -> tuple[list[np.ndarray], int, pd.Dat
 
 def read_split(manifest: str | Path, split: str, max_clips: int | None = None
                ) -> tuple[list[np.ndarray], int, pd.DataFrame]:
-    """Clips of one manifest split (in manifest order; the first `max_clips` when given)."""
+    """Clips of one manifest split in manifest order (`max_clips`: that many, evenly spread over the split)."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"corpus manifest {manifest} not found: build the corpus first")
@@ -53,8 +60,7 @@ def read_split(manifest: str | Path, split: str, max_clips: int | None = None
     df = df[df["split"] == split].reset_index(drop=True)
     if df.empty:
         raise ValueError(f"split {split!r} is empty in {manifest}")
-    if max_clips:
-        df = df.iloc[:max_clips]
+    df = df.iloc[spread_indices(len(df), max_clips)].reset_index(drop=True)
     return _load_all([manifest.parent / p for p in df["path"]], df)
 
 
@@ -72,24 +78,42 @@ def _load_all(paths: list[Path], df: pd.DataFrame) -> tuple[list[np.ndarray], in
 
 # ---- embeddings of a set of clips ----
 
+def _is_corpus(clap) -> bool:
+    return clap is not None and getattr(clap, "name", "") == "corpus_clap"
+
+
+def window_features(waves: list[np.ndarray], sample_rate: int, musicnn: MusicnnEmbedder | None = None,
+                    clap=None, layers: list[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Per-window musicnn features of every clip: the backbone layer, the corpus CLAP's audio layer, `layers`."""
+    musicnn = musicnn or MusicnnEmbedder()
+    layers = [musicnn.layer] + ([clap.cfg["audio_layer"]] if _is_corpus(clap) else []) + list(layers or [])
+    return musicnn.window_layers(as_clips(waves, sample_rate, musicnn.sample_rate), list(dict.fromkeys(layers)))
+
+
+def embeddings_from_features(feats: dict[str, list[np.ndarray]], clap=None, layer: str = "penultimate"
+                             ) -> dict[str, np.ndarray]:
+    """{'audio': clip means of `layer` windows, 'clap_audio': corpus CLAP clip embeddings (when given)}."""
+    out = {"audio": np.stack([w.mean(0) for w in feats[layer]])}
+    if _is_corpus(clap):
+        out["clap_audio"] = clap.from_features(feats[clap.cfg["audio_layer"]])
+    return out
+
+
 def embed_set(waves: list[np.ndarray], sample_rate: int, clap=None, musicnn: MusicnnEmbedder | None = None,
               backbone: str = "musicnn") -> dict[str, np.ndarray]:
-    """{'audio': [N, D] backbone embeddings, 'clap_audio': [N, Dc]} in one musicnn pass where possible."""
+    """{'audio': [N, D] backbone embeddings, 'clap_audio': [N, Dc]}, one musicnn pass where possible."""
     musicnn = musicnn or MusicnnEmbedder()
+    if backbone == "clap" and (clap is None or _is_corpus(clap)):
+        raise ValueError("backbone='clap' needs a LAION-CLAP embedder (clap=ClapEmbedder(path))")
     out = {}
-    corpus = clap is not None and getattr(clap, "name", "") == "corpus_clap"
-    layers = [musicnn.layer] + ([clap.cfg["audio_layer"]] if corpus else [])
-    if backbone == "musicnn" or corpus:
-        feats = musicnn.window_layers(as_clips(waves, sample_rate, musicnn.sample_rate), list(dict.fromkeys(layers)))
-        if backbone == "musicnn":
-            out["audio"] = np.stack([w.mean(0) for w in feats[musicnn.layer]])
-        if corpus:
-            out["clap_audio"] = clap.from_features(feats[clap.cfg["audio_layer"]])
-    if clap is not None and not corpus:
+    if backbone == "musicnn" or _is_corpus(clap):
+        feats = window_features(waves, sample_rate, musicnn, clap)
+        out = embeddings_from_features(feats, clap, musicnn.layer)
+        if backbone != "musicnn":
+            out.pop("audio")
+    if clap is not None and not _is_corpus(clap):
         out["clap_audio"] = clap.embed_audio(waves, sample_rate)
     if backbone == "clap":
-        if clap is None or corpus:
-            raise ValueError("backbone='clap' needs a LAION-CLAP embedder (clap=ClapEmbedder(path))")
         out["audio"] = out["clap_audio"]
     return out
 
@@ -142,7 +166,7 @@ class Evaluator:
 
     def __init__(self, manifest: str | Path = "data/corpus/manifest.csv", reference_split: str = "test",
                  cache_dir: str | Path = "data/metrics", clap: str | Path | None = "corpus",
-                 backbone: str = "musicnn", k: int = 5, hop_s: float = 1.0, write_cache: bool = False):
+                 backbone: str = "musicnn", k: int = 5, hop_s: float = 3.0, write_cache: bool = False):
         from presto_lib.eval.embeddings import get_embedder
         if backbone not in ("musicnn", "clap"):
             raise ValueError(f"backbone must be 'musicnn' or 'clap', got {backbone!r}")
@@ -157,6 +181,7 @@ class Evaluator:
             self.clap = get_embedder("clap", path=clap)
         self.clap_name = clap_label(self.clap)
         self._ref = None
+        self._text: dict[str, np.ndarray] = {}                # caption -> CLAP text embedding
 
     def embed(self, waves: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
         """Backbone + CLAP audio embeddings of a set of clips."""
@@ -194,8 +219,17 @@ class Evaluator:
                          n_boot: int = 0, seed: int = 0) -> dict[str, float]:
         """A row from generated embeddings (and the captions they were prompted with)."""
         ref = self.reference()
-        text = self.clap.embed_text(list(captions)) if (self.clap is not None and captions is not None) else None
-        return score(gen, ref, text, float(ref["sigma"]), self.k, self.clap_name, n_boot, seed)
+        return score(gen, ref, self.text_embeddings(captions), float(ref["sigma"]), self.k, self.clap_name, n_boot,
+                     seed)
+
+    def text_embeddings(self, captions: list[str] | None) -> np.ndarray | None:
+        """CLAP text embeddings of captions (memoised per caption); None without captions or a CLAP model."""
+        if self.clap is None or captions is None:
+            return None
+        new = sorted(set(map(str, captions)) - set(self._text))
+        if new:
+            self._text.update(zip(new, self.clap.embed_text(new)))
+        return np.stack([self._text[str(c)] for c in captions])
 
     def evaluate_audio(self, waves: list[np.ndarray], sample_rate: int, captions: list[str] | None = None,
                        system: str = "", n_boot: int = 0, seed: int = 0) -> dict:
