@@ -58,7 +58,7 @@ def test_dsm_step_lowers_loss_on_tiny_overfit(tmp_path):
     cond = {k: rep[k] for k in ("text", "text_mask", "bpm")}
     evaluate = lambda net: float(dsm_loss(net.eval(), rep["latents"], cond, sig, noise=noise).detach())
     before = evaluate(m)
-    cfg = TrainConfig(run_dir=str(tmp_path / "run"), max_steps=40, batch_size=4, ckpt_every=1000, log_every=10,
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), max_steps=25, batch_size=4, ckpt_every=1000, log_every=5,
                       ema_decay=0.9)
     ctx = train(DSMStep(cond_dropout=0.1), modules={"score": m}, optimizers={"score": torch.optim.Adam(
         m.parameters(), lr=3e-3)}, dataset=Items(b), cfg=cfg, ema=["score"])
@@ -66,7 +66,7 @@ def test_dsm_step_lowers_loss_on_tiny_overfit(tmp_path):
     assert after < 0.5 * before and after_ema < 0.7 * before, (before, after, after_ema)
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert log[0].split(",")[:1] == ["step"] and {"loss", "grad_norm", "cond_dropped"} <= set(log[0].split(","))
-    assert len(log) == 1 + 4
+    assert len(log) == 1 + 5
 
 
 def test_drop_conditions_rate_and_content():
@@ -133,3 +133,44 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(m.eval()(x, sigma, cond), m2(x, sigma, cond))
     with pytest.raises(ValueError):
         save_score_model(tmp_path / "bad", nn.Linear(2, 2))
+
+
+def _write_cache(root, n=6, frames=8, L=5, dim=D_TEXT):
+    """A minimal latent cache in the on-disk format of presto_lib.data.latents."""
+    import json
+
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for sp in ("train", "valid", "test"):
+        save_file({"latents": torch.randn(n, C, frames, generator=g), "latents_std": torch.full((n, C, frames), 0.01),
+                   "text": torch.randn(n, L, dim, generator=g), "text_mask": torch.ones(n, L, dtype=torch.bool),
+                   "bpm": torch.linspace(70, 150, n)}, str(root / f"{sp}.safetensors"))
+        (root / f"{sp}.json").write_text(json.dumps({"captions": [f"c{i}" for i in range(n)],
+                                                      "piece_ids": [str(i) for i in range(n)]}))
+    (root / "meta.json").write_text(json.dumps({"latent_dim": C, "latent_frames": frames, "text_dim": dim,
+                                                 "latent_scale": 1.5, "sample_rate": 800, "clip_samples": 64}))
+
+
+def test_train_base_exports_ema_resumes_and_restarts_on_new_settings(tmp_path, capsys):
+    from presto_lib.diffusion.score_model import train_base
+
+    _write_cache(tmp_path / "latents")
+    P = {"common": {"seed": 0}, "edm": {"sigma_data": 0.5, "p_mean": -0.4, "p_std": 1.0},
+         "base": {"dit": dict(TINY, patch_size=2), "cond_dropout": 0.1, "lr": 1e-3, "betas": [0.9, 0.999],
+                  "warmup_steps": 2, "batch_size": 2, "steps": 3, "grad_clip": 1.0, "ema_decay": 0.9,
+                  "ckpt_every": 100, "log_every": 1, "keep_checkpoints": 1}}
+    out = tmp_path / "base"
+    train_base(P, tmp_path / "latents", out)
+    model, cfg = load_score_model(out / "model")
+    assert cfg["latent_frames"] == 8 and cfg["clip_samples"] == 64 and cfg["latent_scale"] == 1.5
+    assert cfg["train_steps"] == 3 and model.net.cfg.patch_size == 2 and model.net.cfg.text_dim == D_TEXT
+    P["base"]["steps"] = 5                     # more steps: resume
+    ctx = train_base(P, tmp_path / "latents", out)
+    assert ctx.step == 5 and "resumed" in capsys.readouterr().out
+    assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5
+    P["base"]["lr"] = 5e-4                     # a training setting changed: start afresh
+    ctx = train_base(P, tmp_path / "latents", out)
+    assert ctx.step == 5 and "training afresh" in capsys.readouterr().out
+    assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5

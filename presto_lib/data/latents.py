@@ -121,7 +121,7 @@ def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size
     """Latents and labels of one split, in the manifest's order."""
     from presto_lib.data import ClipDataset   # data layer, imported lazily to keep this module light
 
-    ds = ClipDataset(manifest, split)
+    ds = ClipDataset(manifest, split, sample_rate=getattr(vae, "sample_rate", None))
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {manifest} is empty")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0,
@@ -227,25 +227,26 @@ def collate_latents(items: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- the `latents` stage -----------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: encode data/corpus with data/vae into data/latents (paths and batch size from params)."""
+    """CLI: encode the corpus with the trained VAE into the latent cache (paths from params' `base` group)."""
     from presto_lib.config import find_root, load_params
-    from presto_lib.models.text import TextEncoder
+    from presto_lib.models.text import get_text_encoder
     from presto_lib.models.vae import load_vae
 
     ap = argparse.ArgumentParser(prog="python -m presto_lib.data.latents", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--manifest", default="data/corpus/manifest.csv")
-    ap.add_argument("--vae", default="data/vae")
-    ap.add_argument("--out", default="data/latents")
+    ap.add_argument("--manifest", help="default: base.manifest")
+    ap.add_argument("--vae", help="default: base.vae")
+    ap.add_argument("--out", help="default: base.latents")
     a = ap.parse_args(argv)
     os.chdir(find_root())
     P = load_params(a.params)
-    torch.manual_seed(P["common"]["seed"])
+    B = P["base"]
+    torch.manual_seed(int(P["common"]["seed"]))
     torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = build_latent_cache(a.manifest, load_vae(a.vae), TextEncoder(), a.out,
-                             batch_size=int(P.get("base", {}).get("encode_batch_size", 8)), device=device)
+    out = build_latent_cache(a.manifest or B["manifest"], load_vae(a.vae or B["vae"]), get_text_encoder(device=device),
+                             a.out or B["latents"], batch_size=int(B["encode_batch_size"]), device=device)
     print(json.dumps(read_meta(out), indent=1))
     return 0
 

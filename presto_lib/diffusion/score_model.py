@@ -133,6 +133,36 @@ def load_score_model(path_dir: str | os.PathLike,
 
 # ---- training the base model (a notebook call, or torchrun for the paper profile) ---------------
 
+# `base` params a run depends on; the others (steps, logging, sampling, evaluation) may change on resume
+TRAIN_KEYS = ("dit", "cond_dropout", "lr", "betas", "warmup_steps", "batch_size", "grad_clip", "ema_decay",
+              "sample_posterior")
+
+
+def _check_run(run_dir: Path, run_cfg: dict[str, Any], is_main: bool) -> None:
+    """Resume only a run trained with the same settings and latents; on a mismatch start afresh."""
+    import json
+    import shutil
+
+    from presto_lib.checkpoint import write_json
+
+    path = run_dir / "run_config.json"
+    if is_main and path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(run_cfg) if old.get(k) != run_cfg.get(k))
+        if diff:
+            print(f"{run_dir} holds a run with other settings ({', '.join(diff)}): training afresh")
+            shutil.rmtree(run_dir)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, run_cfg)
+
+def json_safe(obj: Any) -> Any:
+    """obj as it reads back from JSON (tuples -> lists), so saved and current configs compare equal."""
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
 def _export_extra(meta: dict[str, Any], steps: int) -> dict[str, Any]:
     """What the pipeline needs beside the weights: latent/audio sizes and the text encoder, from the cache."""
     keys = ("latent_frames", "latent_scale", "sample_rate", "clip_samples", "text_encoder", "text_length")
@@ -147,11 +177,17 @@ def train_base(P: dict[str, Any], latents_dir: str | os.PathLike = "data/latents
     schedule). Resumable: a rerun continues from out_dir/run/checkpoints. Returns the loop's Context.
     """
     from presto_lib.data.latents import LatentDataset, collate_latents
-    from presto_lib.train import TrainConfig, train
+    from presto_lib.train import TrainConfig, setup_distributed, train
 
     base, edm = P["base"], P["edm"]
     torch.manual_seed(P["common"]["seed"])
     ds = LatentDataset(latents_dir, "train", sample_posterior=bool(base.get("sample_posterior", False)))
+    run_cfg = {"base": {k: base.get(k) for k in TRAIN_KEYS}, "seed": P["common"]["seed"], "latents": ds.meta,
+               "edm": {k: edm[k] for k in ("sigma_data", "p_mean", "p_std")}}
+    rank, world, _ = setup_distributed()
+    _check_run(Path(out_dir) / "run", json_safe(run_cfg), rank == 0)
+    if world > 1:
+        torch.distributed.barrier()        # no rank looks for checkpoints before rank 0 has checked them
     model = build_score_model(base["dit"], in_channels=ds.meta["latent_dim"], text_dim=ds.meta["text_dim"],
                               sigma_data=edm["sigma_data"])
     opt = torch.optim.Adam(model.parameters(), lr=float(base["lr"]), betas=tuple(base.get("betas", (0.9, 0.999))))
@@ -160,7 +196,8 @@ def train_base(P: dict[str, Any], latents_dir: str | os.PathLike = "data/latents
                       batch_size=int(base["batch_size"]), ckpt_every=int(base["ckpt_every"]),
                       log_every=int(base["log_every"]), grad_clip=base.get("grad_clip", 1.0),
                       ema_decay=float(base["ema_decay"]), seed=int(P["common"]["seed"]),
-                      num_workers=int(base.get("num_workers", 0)), desc="base DSM")
+                      num_workers=int(base.get("num_workers", 0)),
+                      keep_checkpoints=int(base.get("keep_checkpoints", 2)), desc="base DSM")
     step = DSMStep(p_mean=edm["p_mean"], p_std=edm["p_std"], sigma_data=edm["sigma_data"],
                    cond_dropout=float(base["cond_dropout"]))
     ctx = train(step, modules={"score": model}, optimizers={"score": opt}, dataset=ds, cfg=cfg, ema=["score"],
