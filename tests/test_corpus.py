@@ -119,6 +119,16 @@ def test_manifest_format_and_bad_midi_skipped(built):
     assert summary["hours"] == pytest.approx(len(df) * 3.0 / 3600, abs=1e-4)
 
 
+def test_build_is_deterministic(built, tmp_path):
+    manifest, df = built
+    again = build_corpus(tmp_path / "again", _params(midi_dirs=[str(manifest.parent.parent / "midi")]), progress=False)
+    df2 = pd.read_csv(again, keep_default_na=False)
+    pd.testing.assert_frame_equal(df, df2)
+    a, _ = load_audio(manifest.parent / df.path[0])
+    b, _ = load_audio(again.parent / df2.path[0])
+    np.testing.assert_array_equal(a, b)
+
+
 def test_splits_do_not_leak_and_augmentation_stays_with_piece(built):
     _, df = built
     assert df.groupby("piece_id").split.nunique().max() == 1

@@ -22,7 +22,7 @@ __all__ = ["Performance", "assign_programs", "accompaniment", "diatonic_chords"]
 # GM percussion keys (channel 10)
 KICK, SNARE, HAT = 36, 38, 42
 _CHORD_PROGRAMS = (25, 24, 0, 21, 46)
-_BASS_PROGRAMS = (32, 33, 35)
+_BASS_PROGRAMS = (32, 33)
 
 
 @dataclass

@@ -11,8 +11,8 @@ _MAJOR_NAMES = ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 _MINOR_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"]
 
 # (upper BPM bound, Italian term, plain words)
-_TEMPI = [(60, "largo", "very slow"), (76, "adagio", "slow"), (108, "andante", "walking-pace"),
-          (120, "moderato", "moderate"), (156, "allegro", "fast"), (176, "vivace", "lively and fast"),
+_TEMPI = [(60, "largo", "very slow"), (76, "adagio", "slow"), (108, "andante", "relaxed"),
+          (120, "moderato", "moderate"), (156, "allegro", "fast"), (176, "vivace", "lively"),
           (10_000, "presto", "very fast")]
 
 _MOODS = {

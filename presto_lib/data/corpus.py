@@ -186,10 +186,13 @@ def _restore_sigterm(old) -> None:
 def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None = None,
                  midi_dirs: list[str] | None = None, progress: bool = True) -> Path:
     """Build the corpus into `out_dir` from params (`common` + `corpus` groups) -> Path of manifest.csv."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
+
+    from .render import find_fluidsynth, find_soundfont
 
     cfg = corpus_config(params)
-    t0 = time.time()
+    find_fluidsynth(), find_soundfont(cfg.get("soundfont"))   # fail early, with an install hint
+    t0, cpu0 = time.time(), _cpu_seconds()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = select_music21(cfg.get("styles") or None, int(cfg["max_pieces_per_style"]), int(cfg.get("max_notes", 10**9)),
@@ -210,7 +213,7 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
     old_term = _raise_on_sigterm()
     try:
         if n_workers == 1:
-            for t in tqdm(tasks, desc="rendering pieces", disable=not progress):
+            for t in tqdm(tasks, desc="rendering pieces", disable=not progress, mininterval=3):
                 results[t.piece_id] = render_task(t, cfg, partial)
         else:
             import multiprocessing as mp
@@ -219,7 +222,8 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
             # biggest jobs first balances the pool; results are re-ordered below, so output is deterministic
             order = sorted(tasks, key=lambda t: -t.renders * t.clips_per_render)
             futs = [pool.submit(render_task, t, cfg, partial) for t in order]
-            for f in tqdm(as_completed(futs), total=len(futs), desc="rendering pieces", disable=not progress):
+            for f in tqdm(as_completed(futs), total=len(futs), desc="rendering pieces", disable=not progress,
+                          mininterval=3):
                 r = f.result()
                 results[r["piece_id"]] = r
             pool.shutdown()
@@ -246,12 +250,20 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
     write_csv_atomic(out_dir / "skipped.csv", skipped, ["piece_id", "source", "reason"])
     manifest = write_csv_atomic(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
     summary = _summary(rows, tasks, skipped, dropped, time.time() - t0, cfg, n_workers)
+    summary["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)   # this process + workers + FluidSynth
     tmp = out_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out_dir / "summary.json")
     log.info("corpus: %d clips, %.2f h, %d pieces skipped, %.0f s", len(rows), summary["hours"], len(skipped),
              summary["build_seconds"])
     return manifest
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children (pool workers, FluidSynth)."""
+    import resource
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def _summary(rows, tasks, skipped, dropped, seconds, cfg, n_workers) -> dict:

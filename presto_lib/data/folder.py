@@ -46,7 +46,7 @@ def import_audio_folder(audio_dir: str | os.PathLike, captions_csv: str | os.Pat
                         progress: bool = True) -> Path:
     """Clips + manifest.csv in `out_dir` from `audio_dir` and its captions CSV -> Path of manifest.csv."""
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -66,7 +66,8 @@ def import_audio_folder(audio_dir: str | os.PathLike, captions_csv: str | os.Pat
     shutil.rmtree(partial, ignore_errors=True)
     rows, skipped = [], []
     try:
-        for _, rec in tqdm(table.iterrows(), total=len(table), desc="importing audio", disable=not progress):
+        for _, rec in tqdm(table.iterrows(), total=len(table), desc="importing audio", disable=not progress,
+                           mininterval=3):
             file = audio_dir / rec[col]
             try:
                 wav, _ = load_audio(file, sample_rate=sr, mono=True)

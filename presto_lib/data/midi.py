@@ -209,7 +209,11 @@ def load_music21_piece(path: str, number: int | None, style: str, piece_id: str,
 
 def load_midi_file(path: str | Path, piece_id: str, style: str = "user_midi", license: str = "user-supplied",
                    root: str | Path | None = None) -> PieceScore:
-    """Read a .mid file (pretty_midi) into a PieceScore, keeping its programs and drums."""
+    """Read a .mid file (pretty_midi) into a PieceScore, keeping its programs and drums.
+
+    Note positions are kept in beats (ticks / resolution); the piece is later rendered at one constant tempo
+    (its first tempo mark), so tempo changes inside the file are flattened and the BPM label stays exact.
+    """
     import pretty_midi
 
     path = Path(path)

@@ -17,7 +17,7 @@ import numpy as np
 from .midi import slugify
 from .styles import STYLES, USER_STYLE, style_of_corpus_path
 
-__all__ = ["PieceTask", "select_music21", "select_midi_folder", "assign_splits", "plan_renders", "stable_hash"]
+__all__ = ["PieceTask", "select_music21", "available_works", "select_midi_folder", "assign_splits", "plan_renders", "stable_hash"]
 
 _EXT_PREF = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3, ".abc": 4}
 _REGIONS = {"han": "Chinese", "natmin": "Chinese", "irl": "Irish", "lux": "Luxembourgish", "lot": "Lorraine"}
@@ -62,9 +62,8 @@ def _norm_title(t: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", str(t).lower()).strip()
 
 
-def select_music21(styles: list[str] | None, max_pieces_per_style: int, max_notes: int, min_notes: int,
-                   seed: int) -> list[PieceTask]:
-    """Up to `max_pieces_per_style` works per style from music21's metadata bundle, chosen at random (seeded)."""
+def _eligible(styles: list[str] | None, max_notes: int, min_notes: int) -> dict[str, dict[str, tuple]]:
+    """Works per style from music21's metadata bundle: {style: {work key: (ext rank, path, number, metadata)}}."""
     from music21.metadata.bundles import MetadataBundle
 
     bundle = MetadataBundle("core").read()   # the cached metadata of every bundled work (~2 s, no parsing)
@@ -84,6 +83,18 @@ def select_music21(styles: list[str] | None, max_pieces_per_style: int, max_note
         cur = by_style.setdefault(style.name, {}).get(key)
         if cur is None or cand[0] < cur[0]:
             by_style[style.name][key] = cand
+    return by_style
+
+
+def available_works(max_notes: int = 10**9, min_notes: int = 0) -> dict[str, int]:
+    """How many bundled music21 works each style could draw on (before the per-style cap)."""
+    return {k: len(v) for k, v in sorted(_eligible(None, max_notes, min_notes).items())}
+
+
+def select_music21(styles: list[str] | None, max_pieces_per_style: int, max_notes: int, min_notes: int,
+                   seed: int) -> list[PieceTask]:
+    """Up to `max_pieces_per_style` works per style from music21's metadata bundle, chosen at random (seeded)."""
+    by_style = _eligible(styles, max_notes, min_notes)
     tasks = []
     for name in sorted(by_style):
         style = STYLES[name]
