@@ -113,7 +113,7 @@ def test_gan_only_flag_runs_the_dmd_gan_path():
     logs = [ps.step(sample_points(gm, 8), None, it, optimizer_update(opts)) for it in range(6)]
     gen = [l for l in logs if l["generator_turn"] == 1.0]
     assert len(gen) == 1 and "loss_gan_g" in gen[0] and "loss_dmd" not in gen[0]
-    assert math.isclose(gen[0]["loss"], gen[0]["loss_gan_g"], rel_tol=1e-5)
+    assert math.isclose(gen[0]["loss_generator"], gen[0]["loss_gan_g"], rel_tol=1e-5)
     assert not seen
     with pytest.raises(ValueError):
         PrestoSConfig(use_dmd=False, use_gan=False)

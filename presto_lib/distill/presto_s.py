@@ -295,14 +295,14 @@ class PrestoS:
             x_gen = self.generate(x_real, cond, players.get("generator"))        # lines 1-3, with gradient
             loss, logs = self.generator_loss(x_gen, cond)
             update(loss, "generator")                                            # line 11
-            turn = 1.0
+            turn, name = 1.0, "loss_generator"
         else:
             with torch.no_grad():
                 x_gen = self.generate(x_real, cond)                              # lines 1-3
             loss, logs = self.fake_loss(x_real, cond, x_gen, players.get("fake"))
             update(loss, "fake")                                                 # line 19
-            turn = 0.0
-        return {"generator_turn": turn, "loss": float(loss.detach()), **logs}
+            turn, name = 0.0, "loss_fake"
+        return {"generator_turn": turn, name: float(loss.detach()), **logs}
 
     # -- few-step sampling (sec. 3.1; A.5) --
     @torch.no_grad()
