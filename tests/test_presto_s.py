@@ -206,3 +206,61 @@ def test_config_errors():
     with pytest.raises(ValueError):
         FakeScore(make_toy_model(8, 2), DiscriminatorHead(8), feature_block=5)(
             torch.randn(2, 2, 1), torch.ones(2), with_logits=True)
+
+
+# ---- the stage: Algorithm 1 in the shared training loop ------------------------------------------------
+
+def _tiny_world(tmp_path):
+    """A saved tiny base model and a 12-clip latent cache (the stage's inputs)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from presto_lib.diffusion.score_model import build_score_model, save_score_model
+    torch.manual_seed(0)
+    base = build_score_model(dict(hidden_size=16, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2),
+                             in_channels=4, text_dim=8)
+    save_score_model(tmp_path / "base", base, {"latent_frames": 16, "sample_rate": 8000, "clip_samples": 2560})
+    N, L = 12, 3
+    lat = tmp_path / "latents"
+    lat.mkdir()
+    save_file({"latents": torch.randn(N, 4, 16) * 0.5, "latents_std": torch.zeros(N, 4, 16),
+               "text": torch.randn(N, L, 8), "text_mask": torch.ones(N, L, dtype=torch.bool),
+               "bpm": torch.full((N,), 100.0)}, str(lat / "train.safetensors"))
+    (lat / "train.json").write_text(json.dumps({"captions": ["x"] * N, "piece_ids": [str(i) for i in range(N)]}))
+    (lat / "meta.json").write_text(json.dumps({"latent_dim": 4, "latent_frames": 16, "text_dim": 8}))
+    return tmp_path
+
+
+def test_stage_runs_algorithm1_in_the_training_loop(tmp_path):
+    import pandas as pd
+
+    from presto_lib.distill.presto_s_stage import build_presto_s, distill
+
+    w = _tiny_world(tmp_path)
+    ps, _ = build_presto_s(w / "base", PrestoSConfig(), {"n_down": 1}, "cpu")
+    real0, g0 = _params(ps.real), _params(ps.G)
+    assert all(torch.equal(g0[k], v) for k, v in real0.items())                # G starts at the base weights
+    storage = lambda m: {p.data_ptr() for p in m.parameters()}
+    assert not (storage(ps.G) & storage(ps.real)) and not (storage(ps.fake) & storage(ps.real))
+    train = {"iterations": 12, "batch_size": 4, "crop_frames": 8, "lr_generator": 1e-3, "lr_fake": 1e-3,
+             "ckpt_every": 12, "log_every": 1}
+    ctx = distill(ps, w / "latents", w / "run", train, seed=0)
+    log = pd.read_csv(w / "run" / "log.csv")
+    assert log.generator_turn.tolist() == ([0.0] * 5 + [1.0]) * 2
+    assert not _changed(real0, ps.real) and _changed(g0, ps.G)
+    assert set(ctx.raw) == {"generator", "fake"} and set(ctx.frozen) == {"real"}
+
+
+def test_run_config_merges_profile_layers():
+    from presto_lib.distill.presto_s_stage import run_config, schedule
+
+    P = {"edm": {"sigma_max": 40.0}, "presto_s": {"algorithm": {"p_gen": "inf", "nu1": 0.5},
+                                                 "runs": {"a": {"p_gen": "train"}, "b": None}}}
+    c = run_config("a", P)
+    assert (c.p_gen, c.nu1, c.sigma_max) == ("train", 0.5, 40.0)
+    assert run_config("b", P).p_gen == "inf"
+    with pytest.raises(ValueError, match="unknown Presto-S run"):
+        run_config("zzz", P)
+    d = PrestoSConfig(discrete_levels=4)
+    assert set(schedule(d, 3)[:-1].tolist()) <= set(pingpong_sigmas(4)[:-1].tolist())
