@@ -10,7 +10,7 @@ import pytest
 from presto_lib.audio import load_audio, save_audio
 from presto_lib.config import render_profile
 from presto_lib.data import corpus as corpus_mod
-from presto_lib.data.arrange import Performance, plan_performance
+from presto_lib.data.arrange import Performance, accompaniment, plan_performance
 from presto_lib.data.captions import TEMPLATES, key_name, make_caption
 from presto_lib.data.corpus import build_corpus
 from presto_lib.data.datasets import ClipDataset
@@ -179,6 +179,23 @@ def test_symbolic_transpose_updates_key_label():
     assert set((mel[:, 2] - 63).astype(int) % 12) <= {0, 2, 4, 5, 7, 9, 11}
     minor = np.array([[i, 1.0, 57 + p, 90] for i, p in enumerate([0, 2, 3, 5, 7, 8, 11, 12, 7, 3, 0] * 3)], float)
     assert estimate_key([Part("m", minor)]) == (9, "minor")
+
+
+def test_accompaniment_follows_meter_and_key():
+    # G major melody in 6/8: G-B-D then C-E, D-F#-A
+    mel = [Part("m", np.array([[0, 1.5, 67, 80], [1.5, 1.5, 71, 80], [3, 1.5, 72, 80], [4.5, 1.5, 76, 80],
+                               [6, 1.5, 74, 80], [7.5, 1.5, 78, 80]], float), program=73)]
+    chords, bass, drums = accompaniment(mel, (6, 8), 9.0, 7, "major", np.random.default_rng(0), drums=True)
+    kicks = drums.notes[drums.notes[:, 2] == 36, 0]
+    snares = drums.notes[drums.notes[:, 2] == 38, 0]
+    np.testing.assert_allclose(kicks, [0, 3, 6])
+    np.testing.assert_allclose(snares, [1.5, 4.5, 7.5])
+    hats = np.diff(drums.notes[drums.notes[:, 2] == 42, 0])
+    np.testing.assert_allclose(hats, 0.5)                       # triplet eighths in compound meter
+    g_major = {7, 9, 11, 0, 2, 4, 6}
+    assert set(chords.notes[:, 2].astype(int) % 12) <= g_major
+    for t0, roots in [(0, {7}), (3, {0, 9}), (7.5, {2})]:        # I, then IV or vi; F# only fits V
+        assert int(bass.notes[bass.notes[:, 0] == t0, 2][0]) % 12 in roots
 
 
 def test_music21_selection_balances_styles_and_parses():

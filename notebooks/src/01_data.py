@@ -100,7 +100,7 @@ summary = json.loads((Path(manifest).parent / "summary.json").read_text())
 df = read_manifest(manifest)
 display(Markdown(f"**{summary['clips']} clips = {summary['hours']:.2f} h** of audio from {summary['pieces_used']} pieces "
                  f"in {summary['build_seconds']:.0f} s on {summary['workers']} workers; "
-                 f"{summary['pieces_skipped']} pieces skipped, {summary['clips_dropped_silent']} silent clips dropped."))
+                 f"{summary['pieces_skipped']} pieces skipped; clips dropped: {summary['clips_dropped'] or 'none'}."))
 df.head(3)
 
 # %% [markdown]

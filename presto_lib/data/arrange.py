@@ -4,7 +4,8 @@ rhythmic styles, and the `Performance` record (excerpt + transposition + exact t
 Accompaniment layer (documented choice): for single-melody styles, with the style's probability, we add
   - a chord instrument (guitar/piano/accordion/harp) playing the triad on every beat,
   - a bass playing the chord root on each half bar (and the fifth on the next beat when there is one),
-  - optionally drums: kick on each half bar, snare on the off beats, closed hi-hat on every subdivision.
+  - optionally drums: kick on the downbeat (and bar middle in 4/4), snare on the other beats, closed hi-hat
+    on every subdivision (eighths, or triplet eighths in compound meters).
 Chords come from the score's chord symbols when it has them, else from the diatonic triad (I, ii, IV, V, vi
 or i, III, iv, V, VI) that best covers the melody notes of each half bar.
 """
@@ -130,8 +131,10 @@ def accompaniment(melody: list[Part], meter: tuple[int, int], length_ql: float, 
                 chord_rows.append((tb, beat * 0.8, pitch, 58 if b else 66))
             if b < 2:                                                   # root, then the fifth
                 bass_rows.append((tb, beat * 0.9, 36 + (root - 36) % 12 + 7 * b, 84 - 12 * b))
-            if drums:
-                drum_rows.append((tb, 0.1, KICK if b == 0 else SNARE, 96 if b == 0 else 78))
+            if drums:   # kick on the downbeat (and mid-bar in 4), snare on the off beats, hats on subdivisions
+                bib = int(round((tb - anchor_ql) / beat)) % beats_per_bar
+                kick = bib == 0 or (beats_per_bar == 4 and bib == 2)
+                drum_rows.append((tb, 0.1, KICK if kick else SNARE, 96 if kick else (60 if beats_per_bar == 3 else 78)))
                 k = 0
                 while tb + k * sub < min(tb + beat, t1) - 1e-9:
                     drum_rows.append((tb + k * sub, 0.1, HAT, 58 if k == 0 else 42))

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -81,14 +82,26 @@ def prepare_clip(x: np.ndarray, sr: int, cfg: dict) -> tuple[np.ndarray | None, 
 
 
 def render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> dict:
-    """Parse, arrange, render and cut one piece -> {'rows': [...], 'error': str, 'dropped': int}."""
+    """Parse, arrange, render and cut one piece -> {'rows': [...], 'error': str, 'dropped': {reason: n}}.
+
+    Never raises for a bad piece: the error is returned (and the piece's clips removed) so the build goes on.
+    """
+    try:
+        return _render_task(task, cfg, audio_dir)
+    except Exception as e:
+        shutil.rmtree(Path(audio_dir) / task.style / task.piece_id, ignore_errors=True)
+        return {"piece_id": task.piece_id, "source": f"{task.kind}:{task.path}", "rows": [], "dropped": {},
+                "error": f"arrange: {type(e).__name__}: {e}"}
+
+
+def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> dict:
     from ..audio import save_audio
     from .arrange import plan_performance
     from .captions import key_name, make_caption
     from .midi import beat_ql, tile
     from .render import render_performances
 
-    out = {"piece_id": task.piece_id, "source": f"{task.kind}:{task.path}", "rows": [], "error": "", "dropped": 0}
+    out = {"piece_id": task.piece_id, "source": f"{task.kind}:{task.path}", "rows": [], "error": "", "dropped": {}}
     try:
         piece = _load(task)
     except Exception as e:
@@ -136,7 +149,7 @@ def render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> dic
             clip = x[j * n:(j + 1) * n]
             clip, why = prepare_clip(clip, sr, cfg) if len(clip) == n else (None, "short")
             if clip is None:
-                out["dropped"] += 1
+                out["dropped"][why] = out["dropped"].get(why, 0) + 1
                 continue
             rel = Path("audio") / task.style / task.piece_id / f"r{r}_c{j}.wav"
             save_audio(folder / rel.name, clip, sr)
@@ -234,10 +247,10 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
         raise
     finally:
         _restore_sigterm(old_term)
-    rows, skipped, dropped = [], [], 0
+    rows, skipped, dropped = [], [], Counter()
     for t in tasks:
         r = results[t.piece_id]
-        dropped += r["dropped"]
+        dropped.update(r["dropped"])
         if r["error"]:
             log.warning("skipped %s (%s): %s", t.piece_id, r["source"], r["error"])
             skipped.append({"piece_id": t.piece_id, "source": r["source"], "reason": r["error"]})
@@ -268,13 +281,12 @@ def _cpu_seconds() -> float:
 
 def _summary(rows, tasks, skipped, dropped, seconds, cfg, n_workers) -> dict:
     """Counts for summary.json."""
-    from collections import Counter
     clips = Counter(r["split"] for r in rows)
     return {
         "clips": len(rows), "hours": round(sum(r["duration_s"] for r in rows) / 3600, 4),
         "pieces_selected": len(tasks), "pieces_used": len({r["piece_id"] for r in rows}),
         "pieces_skipped": len(skipped), "skip_reasons": dict(Counter(s["reason"].split(":")[0] for s in skipped)),
-        "clips_dropped_silent": dropped, "clips_per_split": dict(clips),
+        "clips_dropped": dict(dropped), "clips_per_split": dict(clips),
         "clips_per_style": dict(Counter(r["style"] for r in rows)),
         "sample_rate": int(cfg["sample_rate"]), "clip_seconds": float(cfg["clip_seconds"]),
         "build_seconds": round(seconds, 1), "workers": n_workers,
