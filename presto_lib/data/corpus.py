@@ -208,7 +208,8 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
     t0, cpu0 = time.time(), _cpu_seconds()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = select_music21(cfg.get("styles") or None, int(cfg["max_pieces_per_style"]), int(cfg.get("max_notes", 10**9)),
+    max_pieces = min(int(cfg["max_pieces_per_style"]), int(cfg["max_clips_per_style"]))   # >= 1 clip per piece
+    tasks = select_music21(cfg.get("styles") or None, max_pieces, int(cfg.get("max_notes", 10**9)),
                            int(cfg.get("min_notes", 16)), int(cfg["seed"])) if cfg.get("music21", True) else []
     for d in list(cfg.get("midi_dirs") or []) + list(midi_dirs or []):
         tasks += select_midi_folder(d, cfg.get("max_pieces_per_style"))

@@ -175,10 +175,13 @@ def plan_renders(tasks: list[PieceTask], max_clips_per_style: int, max_clips_per
         by_style.setdefault(t.style, []).append(t)
     for style, ts in by_style.items():
         n = len(ts)
+        base = 1 + augmentations
+        if n * base > max_clips_per_style:               # plenty of pieces: fewer augmented performances
+            base = max(1, max_clips_per_style // n)
         scarce = math.ceil(max_clips_per_style / max(1, n * max_clips_per_render))
         for t in ts:
-            t.renders = max(1 + augmentations, min(max_renders_per_piece, scarce)) if t.split in augment_splits else 1
+            t.renders = max(base, min(max_renders_per_piece, scarce)) if t.split in augment_splits else 1
         total = sum(t.renders for t in ts)
-        k = int(np.clip(math.ceil(max_clips_per_style / max(total, 1)), 1, max_clips_per_render))
+        k = int(np.clip(int(max_clips_per_style / max(total, 1) + 0.5), 1, max_clips_per_render))
         for t in ts:
             t.clips_per_render = k
