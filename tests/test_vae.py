@@ -166,3 +166,44 @@ def test_load_vae_refuses_other_checkpoints(tmp_path):
     save_checkpoint(tmp_path, {"w": torch.ones(1)}, {"kind": "dit"})
     with pytest.raises(ValueError, match="not hold a Presto VAE"):
         load_vae(tmp_path)
+
+
+def pd_read(path):
+    import pandas as pd
+    return pd.read_csv(path)
+
+
+def _tiny_corpus(root):
+    """Eight 1-s 8 kHz tone clips (6 train, 2 test) with a manifest in the corpus format."""
+    import pandas as pd
+    import soundfile as sf
+    from presto_lib.data.datasets import REQUIRED_COLUMNS
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(8):
+        sf.write(root / "audio" / f"{i}.wav", Tones()[i]["wave"][0].numpy(), 8000)
+        rows.append({"path": f"audio/{i}.wav", "piece_id": str(i), "split": "train" if i < 6 else "test",
+                     "caption": "tones", "bpm": 100.0, "key": "C", "instruments": "sine", "duration_s": 1.0,
+                     "sample_rate": 8000, "source": "test", "license": "CC0"})
+    pd.DataFrame(rows, columns=REQUIRED_COLUMNS).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def test_train_vae_resumes_exports_and_restarts_on_new_params(tmp_path):
+    from presto_lib.models.vae_losses import train_vae
+    P = render_profile("smoke")
+    P["common"] = {**P["common"], "clip_seconds": 1.0}
+    P["vae"] = {**P["vae"], "steps": 6, "gan_start": 3, "ckpt_every": 2, "scale_clips": 4}
+    manifest, out = _tiny_corpus(tmp_path / "corpus"), tmp_path / "vae"
+    train_vae(P, manifest, out, stop_after=4)          # "killed" after 4 steps: nothing exported yet
+    assert not (out / "model.safetensors").exists()
+    vae = train_vae(P, manifest, out)                  # resumes to the end and exports
+    resumed = load_vae(out)
+    assert resumed.latent_scale == pytest.approx(vae.latent_scale) and resumed.latent_scale != 1.0
+    fresh = train_vae(P, manifest, tmp_path / "fresh")
+    for (k, a), b in zip(fresh.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{k}: resumed run differs from an uninterrupted one"
+    P["vae"]["kl_weight"] = 1e-2                        # new params: the old run is not resumed
+    train_vae(P, manifest, out, stop_after=2)
+    assert not (out / "model.safetensors").exists()
+    assert len(pd_read(out / "log.csv")) == 1
