@@ -194,12 +194,14 @@ for i, p in enumerate(preview):
     display(Audio(gen[i, 0].numpy(), rate=SR))
 
 # %%
+mels = {(row, i): mel_spectrogram(wav, SR, n_fft=1024, hop_length=256, n_mels=64).numpy()
+        for i in range(len(preview)) for row, wav in enumerate([test_clips[i]["wave"][0], gen[i, 0]])}
+vmin, vmax = np.percentile(np.concatenate([m.ravel() for m in mels.values()]), [5, 99.5])   # one shared scale
 fig, axes = plt.subplots(2, len(preview), figsize=(3.6 * len(preview), 5), squeeze=False)
 for i, p in enumerate(preview):
-    for row, (wav, what) in enumerate([(test_clips[i]["wave"][0], "real"), (gen[i, 0], "generated")]):
-        mel = mel_spectrogram(wav, SR, n_fft=1024, hop_length=256, n_mels=64)
-        axes[row, i].imshow(mel.numpy(), origin="lower", aspect="auto", cmap="magma",
-                            extent=[0, len(wav) / SR, 0, 64])
+    for row, what in enumerate(["real", "generated"]):
+        axes[row, i].imshow(mels[row, i], origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+                            extent=[0, pipe.seconds, 0, 64])
         axes[row, i].set(title=f"{what}: {p['caption'][:38]}", xlabel="s", ylabel="mel bin" if i == 0 else None)
         axes[row, i].title.set_fontsize(8)
 plt.tight_layout()
