@@ -441,7 +441,8 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
                 sps = n_sum * cfg.batch_size / max(now - t_log, 1e-9)
                 if ctx.is_main:
                     log.append({"step": ctx.step, "wall_s": wall0 + now - t0, "samples_per_s": sps, **row})
-                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in list(row.items())[:4]}, "samples/s": f"{sps:.1f}"})
+                    shown = sorted(row, key=lambda k: ("loss" not in k, k))[:4]   # losses first
+                    bar.set_postfix({**{k: f"{row[k]:.3g}" for k in shown}, "samples/s": f"{sps:.1f}"})
                 sums, n_sum, t_log = {}, 0, now
             if ctx.step % cfg.ckpt_every == 0 or ctx.step == stop:
                 _save(ctx, meta_now())
