@@ -97,3 +97,32 @@ def test_latent_dataset_items_and_posterior_sampling(cache):
     assert ((draws.std(0) / std - 1).abs().mean()) < 0.1
     with pytest.raises(ValueError):
         LatentDataset(cache["root"] / "nowhere", "train")
+
+
+def test_lazy_split_reads_the_same_items_and_pickles(cache):
+    import pickle
+
+    eager, lazy = LatentDataset(cache["out"], "train"), LatentDataset(cache["out"], "train", lazy=True)
+    assert lazy.lazy and not eager.lazy and len(lazy) == len(eager) == 4
+    for i in (0, 3):
+        a, b = eager[i], lazy[i]
+        for k in ("latents", "text", "text_mask", "bpm"):
+            torch.testing.assert_close(a[k], b[k])
+    clone = pickle.loads(pickle.dumps(lazy))         # as a DataLoader worker receives it
+    torch.testing.assert_close(clone[2]["latents"], eager[2]["latents"])
+    with pytest.raises(ValueError):
+        lazy.tensors
+    with pytest.raises(IndexError):
+        lazy[4]
+
+
+def test_cache_without_posterior_std(cache, tmp_path):
+    out = build_latent_cache(cache["root"] / "corpus" / "manifest.csv", cache["vae"], cache["te"], tmp_path / "lat",
+                             splits=("test",), store_std=False)
+    tensors, _ = load_latent_split(out, "test")
+    assert "latents_std" not in tensors and read_meta(out)["splits"] == {"test": 2}
+    torch.testing.assert_close(tensors["latents"], load_latent_split(cache["out"], "test")[0]["latents"])
+    assert LatentDataset(out, "test")[0]["latents"].shape[0] == 4
+    with pytest.raises(ValueError):
+        LatentDataset(out, "test", sample_posterior=True)
+

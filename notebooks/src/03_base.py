@@ -41,7 +41,7 @@ from IPython.display import Audio, Markdown, display
 
 from presto_lib.audio import mel_spectrogram
 from presto_lib.data import ClipDataset
-from presto_lib.data.latents import LatentDataset, read_meta
+from presto_lib.data.latents import LatentDataset, collate_latents, read_meta
 from presto_lib.diffusion.edm import dsm_loss, edm_sigmas
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.diffusion.score_model import batch_condition, load_score_model, train_base
@@ -63,15 +63,15 @@ print(f"profile {P['profile']}: DiT {B['dit']}, {B['steps']} steps of batch {B['
 #
 # Diffusion training visits every clip many times; the VAE encoder and the text encoder are frozen, so their
 # outputs never change. The `latents` stage (`python -m presto_lib.data.latents`) therefore stored, per split,
-# the VAE posterior mean $\times$ the VAE's latent scale (so latents have roughly unit variance), the
-# posterior standard deviation, the caption's token embeddings and mask (all-MiniLM-L6-v2 here, T5 in the paper)
-# and the BPM label. Training reads only these tensors.
+# the VAE posterior mean $\times$ the VAE's latent scale (so latents have roughly unit variance; with
+# `base.sample_posterior` also the posterior standard deviation, to draw a fresh $z \sim q(z|x)$ each time), the
+# caption's token embeddings and mask (all-MiniLM-L6-v2 here, T5 in the paper) and the BPM label. Training reads
+# only these tensors; a cache larger than 2 GiB per split is memory-mapped and read item by item.
 
 # %%
 meta = read_meta(B["latents"])
-train_ds = LatentDataset(B["latents"], "train", sample_posterior=bool(B["sample_posterior"]))
-valid_ds, test_ds = LatentDataset(B["latents"], "valid"), LatentDataset(B["latents"], "test")
-z = train_ds.tensors["latents"]
+train_ds, valid_ds = LatentDataset(B["latents"], "train"), LatentDataset(B["latents"], "valid")
+z = torch.stack([train_ds[i]["latents"] for i in range(min(len(train_ds), 1024))])   # (a paper-size cache is lazy)
 display(pd.DataFrame([{"split": s, "clips": n, "hours": n * meta["clip_samples"] / meta["sample_rate"] / 3600}
                       for s, n in meta["splits"].items()]).round(3))
 print(f"latents [C={meta['latent_dim']}, T'={meta['latent_frames']}] per {meta['clip_samples'] / meta['sample_rate']:.1f} s "
@@ -83,7 +83,7 @@ ax[0].axhline(E["sigma_data"], color="k", ls="--", lw=1, label=r"$\sigma_{data}$
 ax[0].set(xlabel="latent channel", ylabel="std", title="per-channel std of the training latents")
 ax[0].legend()
 ax[1].hist(z.flatten().numpy(), bins=120, density=True)
-ax[1].set(xlabel="latent value", title=f"all values: mean {z.mean():.2f}, std {z.std():.2f}")
+ax[1].set(xlabel="latent value", title=f"{len(z)} training clips: mean {z.mean():.2f}, std {z.std():.2f}")
 plt.tight_layout()
 plt.show()
 
@@ -148,7 +148,7 @@ print(f"realised condition dropout over training: {log.cond_dropped.mean():.3f} 
 
 # %%
 sig_grid = torch.logspace(np.log10(E["sigma_min"]), np.log10(E["sigma_max"]), 13)
-vb = {k: valid_ds.tensors[k][:64] for k in ("latents", "text", "text_mask", "bpm")}
+vb = collate_latents([valid_ds[i] for i in range(min(len(valid_ds), 64))])
 g = torch.Generator().manual_seed(SEED)
 with torch.no_grad():
     val_loss = [float(dsm_loss(model, vb["latents"], batch_condition(vb), torch.full((len(vb["bpm"]),), float(s)),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -31,7 +32,6 @@ __all__ = ["SPLITS", "vae_latent_scale", "encode_waves", "pad_tokens", "encode_t
            "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
 
 SPLITS = ("train", "valid", "test")
-TENSOR_KEYS = ("latents", "latents_std", "text", "text_mask", "bpm")
 
 
 # ---- VAE and text encoding ---------------------------------------------------------------------
@@ -141,8 +141,11 @@ def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size
 
 def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
                        splits: Iterable[str] = SPLITS, batch_size: int = 8, text_length: int | None = None,
-                       device: str | torch.device = "cpu") -> Path:
-    """Encode every clip of `splits` once (VAE posterior x scale, text embeddings, masks, BPM); returns out_dir."""
+                       store_std: bool = True, device: str | torch.device = "cpu") -> Path:
+    """Encode every clip of `splits` once (VAE posterior x scale, text embeddings, masks, BPM); returns out_dir.
+
+    `store_std=False` leaves out the posterior std (half the size; needed only to sample the posterior).
+    """
     manifest, out = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise ValueError(f"manifest not found: {manifest}")
@@ -161,6 +164,8 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
     for sp, (tensors, labels) in enc.items():
         emb, mask = pad_tokens(*texts[sp], L)
         tensors.update(text=emb, text_mask=mask, bpm=torch.tensor(labels["bpm"], dtype=torch.float32))
+        if not store_std:
+            tensors.pop("latents_std")
         _atomic_safetensors(out / f"{sp}.safetensors", tensors)
         _atomic_json(out / f"{sp}.json", {k: labels[k] for k in ("captions", "piece_ids")})
         counts[sp] = len(labels["captions"])
@@ -194,26 +199,63 @@ def load_latent_split(root: str | os.PathLike, split: str) -> tuple[dict[str, Te
     return load_file(str(f)), json.loads((root / f"{split}.json").read_text())
 
 
-class LatentDataset(Dataset):
-    """One cached split as a map-style dataset of {latents, text, text_mask, bpm, caption, index}."""
+LAZY_BYTES = 2 * 1024**3    # splits larger than this are read item by item (memory-mapped), not loaded
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", sample_posterior: bool = False):
+
+class LatentDataset(Dataset):
+    """One cached split as a map-style dataset of {latents, text, text_mask, bpm, caption, index}.
+
+    Small splits are loaded into memory (`.tensors`); large ones (`lazy=None` and over 2 GiB, or `lazy=True`)
+    are read one item at a time through safetensors' memory-mapped slices, so a paper-scale cache fits any RAM.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", sample_posterior: bool = False,
+                 lazy: bool | None = None):
         self.root, self.split, self.sample_posterior = Path(root), split, sample_posterior
-        self.tensors, labels = load_latent_split(root, split)
+        self.meta = read_meta(root)
+        self.file = self.root / f"{split}.safetensors"
+        if not self.file.is_file():
+            load_latent_split(root, split)          # raises the clear error
+        labels = json.loads((self.root / f"{split}.json").read_text())
         self.captions: list[str] = labels["captions"]
         self.piece_ids: list[str] = labels["piece_ids"]
-        self.meta = read_meta(root)
+        self.lazy = self.file.stat().st_size > LAZY_BYTES if lazy is None else bool(lazy)
+        self._tensors = None if self.lazy else load_file(str(self.file))
+        self._handle = None                          # opened per process (DataLoader workers), when lazy
+        with safe_open(str(self.file), "pt") as f:
+            self.keys = set(f.keys())
+        if sample_posterior and "latents_std" not in self.keys:
+            raise ValueError(f"{self.file} stores no latents_std: rebuild the cache with store_std=True "
+                             "to sample the posterior")
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor of the split in memory (not available for a lazy split)."""
+        if self._tensors is None:
+            raise ValueError(f"{self.file} is read lazily; index the dataset instead of using .tensors")
+        return self._tensors
 
     def __len__(self) -> int:
-        return self.tensors["latents"].shape[0]
+        return len(self.captions)
+
+    def _get(self, key: str, i: int) -> Tensor:
+        if self._tensors is not None:
+            return self._tensors[key][i]
+        if self._handle is None:
+            self._handle = safe_open(str(self.file), "pt")
+        return self._handle.get_slice(key)[i:i + 1][0]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        t = self.tensors
-        z = t["latents"][i]
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} cached clips")
+        z = self._get("latents", i)
         if self.sample_posterior:   # reparameterised draw from the VAE posterior (a free augmentation)
-            z = z + t["latents_std"][i] * torch.randn_like(z)
-        return {"latents": z, "text": t["text"][i], "text_mask": t["text_mask"][i], "bpm": t["bpm"][i],
-                "caption": self.captions[i], "index": i}
+            z = z + self._get("latents_std", i) * torch.randn_like(z)
+        return {"latents": z, "text": self._get("text", i), "text_mask": self._get("text_mask", i),
+                "bpm": self._get("bpm", i), "caption": self.captions[i], "index": i}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handle": None}     # file handles do not pickle (DataLoader workers)
 
 
 def collate_latents(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -246,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = build_latent_cache(a.manifest or B["manifest"], load_vae(a.vae or B["vae"]), get_text_encoder(device=device),
-                             a.out or B["latents"], batch_size=int(B["encode_batch_size"]), device=device)
+                             a.out or B["latents"], batch_size=int(B["encode_batch_size"]),
+                             store_std=bool(B.get("sample_posterior", False)), device=device)
     print(json.dumps(read_meta(out), indent=1))
     return 0
 
