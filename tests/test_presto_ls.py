@@ -232,3 +232,32 @@ def test_fig8_curves_pairs_each_generator_turn_with_the_fake_turns_before_it():
     assert s["label"] == "Presto-LS" and math.isclose(s["dmd_grad_rms"], 1.5) and math.isclose(s["dmd_grad_std"], 0.5)
     with pytest.raises(ValueError, match="log_every=1"):
         fig8_curves(log.assign(generator_turn=0.5))
+
+
+# ---- stage glue: the shared Table 2 and the latency table ----
+
+def test_upsert_rows_replaces_by_model_and_keeps_the_others(tmp_path):
+    from presto_lib.distill.presto_ls_stage import upsert_rows
+
+    path = tmp_path / "t2.csv"
+    pd.DataFrame({"Model": ["DPM-2S", "Presto-S"], "MMD": [0.8, 0.9]}).to_csv(path, index=False)
+    upsert_rows(path, pd.DataFrame({"Model": ["Presto-LS"], "MMD": [0.7], "NFE": [4]}))
+    table = upsert_rows(path, pd.DataFrame({"Model": ["Presto-LS"], "MMD": [0.6], "NFE": [4]}))
+    back = pd.read_csv(path)
+    assert back["Model"].tolist() == ["DPM-2S", "Presto-S", "Presto-LS"] and back["MMD"].tolist() == [0.8, 0.9, 0.6]
+    assert table.shape == back.shape and "| Presto-LS" in path.with_suffix(".md").read_text()
+    with pytest.raises(ValueError, match="key column"):
+        upsert_rows(path, pd.DataFrame({"system": ["x"]}))
+
+
+def test_time_systems_reports_every_system_with_its_decode_share():
+    from presto_lib.distill.presto_ls_stage import time_systems
+
+    calls = {"a": 0, "b": 0, "dec": 0}
+    bump = lambda k: calls.__setitem__(k, calls[k] + 1)
+    df = time_systems({"a": lambda: bump("a"), "b": lambda: bump("b")}, lambda: bump("dec"), audio_seconds=4.0,
+                      repeats=3)
+    assert df["system"].tolist() == ["a", "b"] and calls == {"a": 4, "b": 4, "dec": 4}   # 1 warm-up + 3 timed
+    assert (df["rtf"] * df["latency_s"]).round(9).eq(4.0).all() and (df["generation_s"] >= 0).all()
+    with pytest.raises(ValueError):
+        time_systems({"a": lambda: None}, lambda: None, audio_seconds=0.0)

@@ -1,0 +1,218 @@
+"""The Presto-LS DVC stages: Presto-L with the reduced schedule, then Presto-S on it; the Fig. 8 early runs.
+
+    python -m presto_lib.distill.presto_ls_stage layer                 # Presto-L, reduced schedule (sec. 3.4)
+    python -m presto_lib.distill.presto_ls_stage distill               # Presto-S on it -> Presto-LS (+ samples)
+    python -m presto_lib.distill.presto_ls_stage early --setup ls_lfake   # a Fig. 8 run (A.4)
+
+`layer` fine-tunes the base model (data/base) with the `presto_l` group's recipe but the reduced dropping
+schedule [12, 8, 8, 0, 0] (scaled to our depth). `distill` and `early` run Algorithm 1 with the recipe of the
+Presto-S run `presto_ls.presto_s_run` (its PrestoSConfig, optimisers, discriminator head: `presto_s_stage`), so
+a setup differs from Presto-S only in where its networks start (`presto_ls.SETUPS`). They log every iteration
+(`log_every = 1`) for `presto_ls.fig8_curves`. Writes
+
+    data/presto_ls/presto_l/{run, model}/         the reduced-schedule Presto-L model (`load_layer_drop_model`)
+    data/presto_ls/presto_ls/{run, generator}/    Presto-LS: log.csv, the EMA generator, info.json
+    data/presto_ls/fig8/<setup>/run/log.csv       early distillation of each failing setup (and of Presto-S)
+    data/samples/presto_ls/                       Presto-LS samples at the Presto-S table step count (Table 2)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from presto_lib.distill.presto_ls import SETUPS, build_setup, reduced_layer_config
+
+__all__ = ["layer_config", "distill_setup", "load_generator", "run_layer", "run_distill", "time_systems",
+           "upsert_rows", "main"]
+
+OUT = Path("data/presto_ls")
+
+
+def layer_config(P: dict[str, Any]):
+    """Presto-L (shift, budget, self-teacher) under the `presto_l` group, with `presto_ls.schedule`."""
+    from presto_lib.distill.layer_drop import SCHEDULES
+    from presto_lib.distill.presto_l import with_schedule
+    from presto_lib.distill.presto_l_stage import stage_config
+
+    sched = P["presto_ls"].get("schedule", "presto_ls")
+    if isinstance(sched, str) and sched not in SCHEDULES:
+        raise ValueError(f"presto_ls.schedule {sched!r} is neither a list nor one of {sorted(SCHEDULES)}")
+    return with_schedule(stage_config("presto_l", P), sched)
+
+
+def _train_params(P: dict[str, Any], iterations: int) -> dict[str, Any]:
+    """The Presto-S run's optimiser / loop settings, for `iterations` steps logged one by one."""
+    return {**P["presto_s"]["train"], "iterations": int(iterations), "log_every": 1,
+            "ckpt_every": max(int(iterations), 1)}
+
+
+def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int, device: str = "cpu"):
+    """Build `setup` from the base / Presto-L / Presto-S checkpoints and run Algorithm 1; returns (ps, ctx)."""
+    from presto_lib.diffusion.score_model import load_score_model
+    from presto_lib.distill.presto_l import load_layer_drop_model
+    from presto_lib.distill.presto_s_stage import distill, run_config
+
+    ls, ps_p = P["presto_ls"], P["presto_s"]
+    st = SETUPS[setup]
+    base, _ = load_score_model(ps_p["base_model"], device)
+    need = {st.generator, st.scores}
+    presto_l = load_layer_drop_model(OUT / "presto_l" / "model", device)[0] if "presto_l" in need else None
+    presto_s = (load_score_model(Path(ps_p["out_dir"]) / ls["presto_s_run"] / "generator", device)[0]
+                if "presto_s" in need else None)
+    head = dict(ps_p.get("head") or {})
+    ps = build_setup(setup, base, presto_l=presto_l, presto_s=presto_s, s_cfg=run_config(ls["presto_s_run"], P),
+                     l_cfg=layer_config(P), head_channels=head.get("channels"), head_down=int(head.get("n_down", 2)),
+                     feature_block=int(head.get("feature_block", -1)))
+    ctx = distill(ps, ps_p["latents"], run_dir, _train_params(P, iterations), int(P["common"]["seed"]))
+    return ps, ctx
+
+
+def load_generator(path_dir: str | os.PathLike, device: str = "cpu"):
+    """A distilled generator saved by this stage or by presto_s_stage: (model, config)."""
+    from presto_lib.checkpoint import load_checkpoint
+    from presto_lib.diffusion.score_model import load_score_model
+    from presto_lib.distill.presto_l import load_layer_drop_model
+
+    _, cfg = load_checkpoint(path_dir, "cpu")
+    return load_layer_drop_model(path_dir, device) if "presto_l" in cfg else load_score_model(path_dir, device)
+
+
+# ---- latency (A.6) and the shared Table 2 -----------------------------------------------------------------
+
+def time_systems(systems: dict[str, Callable[[], Any]], decode: Callable[[], Any], audio_seconds: float,
+                 repeats: int = 5, warmup: int = 1) -> pd.DataFrame:
+    """Median end-to-end latency (generation + decode, b = 1) of each system, its decode share, RTF (A.6).
+
+    Rounds are interleaved (every system once per round, then the VAE decode alone), so a change of machine
+    load during the measurement hits every system alike. RTF = audio_seconds / latency.
+    """
+    from presto_lib.eval.latency import measure_latency
+
+    if repeats < 1 or audio_seconds <= 0:
+        raise ValueError(f"need repeats >= 1 and audio_seconds > 0, got {repeats}, {audio_seconds}")
+    jobs = {**systems, "__decode__": decode}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in jobs.values():
+                fn()
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, fn in jobs.items():
+            times[k] += measure_latency(fn, warmup=0, repeats=1).times_s
+    med = {k: float(pd.Series(v).median()) for k, v in times.items()}
+    rows = [{"system": k, "latency_s": med[k], "decode_s": med["__decode__"],
+             "generation_s": max(med[k] - med["__decode__"], 0.0), "rtf": audio_seconds / med[k],
+             "repeats": repeats} for k in systems]
+    return pd.DataFrame(rows)
+
+
+def upsert_rows(path: str | os.PathLike, rows: pd.DataFrame, key: str = "Model") -> pd.DataFrame:
+    """Replace (or append) the rows of a shared results table whose `key` matches; returns the whole table."""
+    path = Path(path)
+    if key not in rows.columns:
+        raise ValueError(f"rows lack the key column {key!r}")
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=rows.columns)
+    if len(old) and key not in old.columns:
+        raise ValueError(f"{path} has no {key!r} column to upsert on")
+    keep = old[~old[key].isin(rows[key])] if len(old) else old
+    table = pd.concat([keep, rows], ignore_index=True) if len(keep) else rows.reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    path.with_suffix(".md").write_text(table.round(4).to_markdown(index=False) + "\n")
+    return table
+
+
+# ---- the stages -----------------------------------------------------------------------------------------
+
+def run_layer(P: dict[str, Any], device: str) -> dict[str, Any]:
+    """Presto-L with the reduced schedule from the base model -> data/presto_ls/presto_l/model."""
+    from types import SimpleNamespace
+
+    from presto_lib.diffusion.score_model import load_score_model
+    from presto_lib.distill.presto_l import save_layer_drop_model
+    from presto_lib.distill.presto_l_stage import finetune
+
+    ls, pl = P["presto_ls"], dict(P["presto_l"])
+    if ls.get("layer_steps") is not None:
+        pl["steps"] = int(ls["layer_steps"])
+    base_dir = pl["base_model"]
+    cfg = layer_config(P)
+    base, base_cfg = load_score_model(base_dir, device)
+    t0 = time.perf_counter()
+    model = finetune(SimpleNamespace(model=base), cfg, pl["latents"], OUT / "presto_l", pl,
+                     int(P["common"]["seed"]))
+    extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
+    save_layer_drop_model(OUT / "presto_l" / "model", model, extras)
+    return {"finetune_s": time.perf_counter() - t0, "steps": int(pl["steps"]), "config": cfg.to_dict(),
+            "drops": list(model.schedule.drops), "depth": model.schedule.depth}
+
+
+def run_distill(P: dict[str, Any], device: str, setup: str = "presto_ls", early: bool = False) -> dict[str, Any]:
+    """Presto-S on a setup; the full Presto-LS run also saves its EMA generator and the Table 2 samples."""
+    from presto_lib.diffusion.pipeline import TextToMusic, read_prompts, write_samples
+    from presto_lib.distill.presto_l import save_layer_drop_model
+    from presto_lib.distill.presto_s_stage import generator_sampler
+
+    ls, ps_p = P["presto_ls"], P["presto_s"]
+    iters = int(ls["fig8_iterations"] if early else (ls.get("iterations") or ps_p["train"]["iterations"]))
+    out = OUT / "fig8" / setup if early else OUT / setup
+    shutil.rmtree(out / "run", ignore_errors=True)      # a DVC rerun starts over (no stale resume)
+    t0 = time.perf_counter()
+    ps, ctx = distill_setup(setup, P, out / "run", iters, device)
+    info: dict[str, Any] = {"setup": setup, "label": SETUPS[setup].label, "iterations": ctx.step,
+                            "generator_updates": sum(map(ps.is_generator_turn, range(ctx.step))),
+                            "distill_s": time.perf_counter() - t0, "config": ps.cfg.to_dict()}
+    if not early:
+        from presto_lib.checkpoint import load_checkpoint
+
+        G = (ctx.ema.get("generator") or ps.G).eval()
+        _, base_cfg = load_checkpoint(ps_p["base_model"], "cpu")
+        extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
+        save_layer_drop_model(out / "generator", G, {**extras, "presto_s": ps.cfg.to_dict()})
+        t2m = TextToMusic.from_checkpoints(ps_p["base_model"], ps_p["vae"], device=device)
+        prompts = read_prompts(ps_p["manifest"], "test", limit=ps_p.get("eval_prompts"))
+        steps = int(ls.get("table_steps") or ps_p["table_steps"])
+        t1 = time.perf_counter()
+        write_samples(generator_sampler(t2m, G, ps.cfg, steps), prompts, Path(ps_p["samples_dir"]) / "presto_ls",
+                      t2m.sample_rate, batch_size=int(ps_p["gen_batch_size"]), seed=int(P["common"]["seed"]))
+        info.update(table_steps=steps, samples_s=time.perf_counter() - t1)
+    (out / "info.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI of the Presto-LS stages (see the module docstring)."""
+    from presto_lib.config import find_root, load_params
+
+    ap = argparse.ArgumentParser(prog="python -m presto_lib.distill.presto_ls_stage", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["layer", "distill", "early"])
+    ap.add_argument("--setup", default="presto_ls", choices=list(SETUPS))
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args(argv)
+    os.chdir(find_root())
+    P = load_params(a.params)
+    torch.manual_seed(int(P["common"]["seed"]))
+    torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.what == "layer":
+        info = run_layer(P, device)
+        (OUT / "presto_l" / "info.json").write_text(json.dumps(info, indent=1))
+    else:
+        info = run_distill(P, device, a.setup, early=a.what == "early")
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
