@@ -139,8 +139,10 @@ table
 fig, ax = plt.subplots(2, 3, figsize=(16, 8.5))
 styles = table.index[:-1]
 a = ax[0, 0]
-a.barh(styles, avail.reindex(styles).fillna(0), color="0.75", label="works in music21")
-a.barh(styles, table.loc[styles, "clips"], color="C0", alpha=0.85, label="clips in corpus")
+y = np.arange(len(styles))
+a.barh(y + 0.2, avail.reindex(styles).fillna(0), height=0.4, color="0.6", label="works in music21")
+a.barh(y - 0.2, table.loc[styles, "clips"], height=0.4, color="C0", label="clips in corpus")
+a.set_yticks(y, styles)
 a.set_xscale("log"); a.set_title("(a) available works vs clips per style"); a.legend(loc="lower right", fontsize=8)
 a = ax[0, 1]
 for split in ("train", "valid", "test"):

@@ -52,6 +52,9 @@ def _composer(name: str | None) -> str:
     if not name:
         return ""
     name = str(name).strip()
+    paren = re.search(r"\(([^)]+)\)", name)          # 'No. 4 Mrs. H.H.A. Beach (Amy Beach) Op. 75' -> 'Amy Beach'
+    if paren:
+        return paren.group(1).strip()
     if "," in name:
         last, first = [x.strip() for x in name.split(",", 1)]
         name = f"{first} {last}"
