@@ -97,9 +97,20 @@ def train_corpus_clap(audio_windows: list[np.ndarray], text_feats: np.ndarray, c
     """Train on per-clip musicnn window features (one random window per clip per step) and caption features.
 
     `valid` = (audio_windows, text_feats, captions) adds validation loss and text->audio R@1 to the log.
-    Returns the model (eval mode) and a log: one dict per logged step.
+    Returns the model (eval mode) and a log: one dict per logged step. Runs on one thread: the matrices are tiny,
+    and extra threads only spin.
     """
-    cfg = {**DEFAULTS, **(cfg or {})}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(audio_windows, text_feats, captions, {**DEFAULTS, **(cfg or {})}, valid, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(audio_windows: list[np.ndarray], text_feats: np.ndarray, captions: list[str], cfg: dict,
+           valid: tuple | None, progress: bool) -> tuple[CorpusClap, list[dict]]:
+    """The training loop of `train_corpus_clap`."""
     if len(audio_windows) != len(text_feats) or len(captions) != len(text_feats):
         raise ValueError(f"need one caption and text feature per clip: {len(audio_windows)} clips, "
                          f"{len(text_feats)} text features, {len(captions)} captions")
