@@ -180,7 +180,8 @@ def run_distill(P: dict[str, Any], device: str, setup: str = "presto_ls", early:
         extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
         save_layer_drop_model(out / "generator", G, {**extras, "presto_s": ps.cfg.to_dict()})
         t2m = TextToMusic.from_checkpoints(ps_p["base_model"], ps_p["vae"], device=device)
-        prompts = read_prompts(ps_p["manifest"], "test", limit=ps_p.get("eval_prompts"))
+        limit = ps_p.get("table_prompts") or P.get("base", {}).get("eval_prompts")   # the Presto-S Table 2 row's
+        prompts = read_prompts(ps_p["manifest"], "test", limit=limit)
         steps = int(ls.get("table_steps") or ps_p["table_steps"])
         t1 = time.perf_counter()
         write_samples(generator_sampler(t2m, G, ps.cfg, steps), prompts, Path(ps_p["samples_dir"]) / "presto_ls",
