@@ -138,4 +138,6 @@ def test_bootstrap_ci_brackets_estimate():
     est, lo, hi = bootstrap_ci(clap_score, a, t, n_boot=100, paired=True)
     assert est == pytest.approx(clap_score(a, t)) and lo < est < hi
     est, lo, hi = bootstrap_ci(fad, a, t, n_boot=50, seed=1)
-    assert 0 <= lo < hi
+    assert lo < est < hi                                  # centred: the duplicate-clip bias is removed
+    _, plo, phi = bootstrap_ci(fad, a, t, n_boot=50, seed=1, centered=False)
+    assert (plo + phi) / 2 > est and phi - plo == pytest.approx(hi - lo)   # resampled FAD is biased up

@@ -206,7 +206,8 @@ pd.DataFrame([{"R@1": last.valid_r1, "R@5": last.valid_r5, "chance R@1": chance_
 # table reads them through `presto_lib.eval.evaluate`. Then we score the **held-out real** split against the
 # reference, exactly as a generated set would be scored. No model can be expected to beat this row by more than
 # noise: it is what "indistinguishable from real music" looks like at this sample size. Bootstrap intervals
-# (95%, resampling the scored set) show how much each number moves by chance alone.
+# (95%, resampling the scored set) show how much each number moves by chance alone; they are centred on the
+# estimate, because a resample repeats clips and that alone inflates FAD and MMD (`metrics.bootstrap_ci`).
 
 # %%
 clap_source = C["clap_path"] or "corpus"
@@ -262,9 +263,12 @@ sanity = pd.DataFrame(rows)
 metric_cols = ["FAD", "MMD", ev.clap_name, "Precision", "Density", "Recall", "Coverage"]
 sanity = sanity[["degradation", "severity", "level", "n", *metric_cols]]
 sanity.to_csv(TABLES / "metric_sanity.csv", index=False, float_format="%.4g")
+split_sizes = pd.read_csv(MANIFEST)["split"].value_counts()
 (TABLES / "metric_sanity.md").write_text(
-    f"Metric sanity check (profile `{P['profile']}`, backbone {C['backbone']}, reference = {C['reference_split']} "
-    f"split, {len(idx)} degraded {C['floor_split']} clips; severity 0 = clean).\n\n"
+    f"Metric sanity check (profile `{P['profile']}`, corpus {split_sizes.get('train', 0)} train / "
+    f"{split_sizes.get('valid', 0)} valid / {split_sizes.get('test', 0)} test clips, backbone {C['backbone']}, "
+    f"reference = {C['reference_split']} split, {len(idx)} degraded {C['floor_split']} clips; severity 0 = clean)."
+    "\n\n"
     + sanity.to_markdown(index=False, floatfmt=".3g") + "\n")
 sanity
 

@@ -202,7 +202,7 @@ class Evaluator:
             if str(z.get("key")) == key:
                 self._ref = z
                 return z
-            warnings.warn(f"{path} is stale (corpus or settings changed); recomputing in memory")
+            warnings.warn(f"{path} is stale (corpus or settings changed); recomputing it")
         waves, sr, df = read_split(self.manifest, self.split)
         ref = self.embed(waves, sr)
         ref["sigma"] = np.float64(M.CMMD_SIGMA if self.backbone == "clap" else M.median_bandwidth(ref["audio"]))
