@@ -14,6 +14,13 @@ product of the strides: the paper's 44.1 kHz VAE has latent dim 32 and hop 960 =
 Lengths: `encode` zero-pads T on the right to a multiple of the hop, so it returns ceil(T / hop) frames;
 `decode` returns frames x hop samples; `forward` crops the reconstruction back to T.
 
+Input gain: corpus clips are loudness-normalised to about -20 LUFS (RMS ~0.1). At that level every Snake in a
+freshly initialised encoder works in its almost-linear range, and a linear map from audio to 50 Hz frames
+carries next to nothing (music has no energy below 25 Hz): the decoder then spends hundreds of steps producing
+one constant drone that ignores z. Multiplying the input by `input_gain` = 10 puts encoder activations at unit
+scale, where Snake is nonlinear, and the latents carry the input from the first steps. It is a fixed constant of
+the architecture (saved in the config), not a normalisation: reconstructions keep the input's level.
+
 Latent scale: after training, `compute_latent_scale` sets `latent_scale = 1 / std(posterior means)` over training
 audio and stores it in `config`, so `latent_scale * mean` has ~unit variance, the scale EDM's sigma_data = 0.5
 assumes (Rombach et al. 2022 do the same). The latent cache multiplies by it; decoding divides it out.
@@ -42,6 +49,7 @@ class VAEConfig:
     latent_dim: int = 32                                                    # paper: 32
     encoder_dim: int = 64                                                   # DAC base: 64, doubled per block
     decoder_dim: int = 1536                                                 # DAC base: 1536, halved per block
+    input_gain: float = 10.0                                                # wav x gain enters the encoder
     latent_scale: float = 1.0                                               # set by compute_latent_scale
 
     @classmethod
@@ -202,7 +210,7 @@ class VAE(nn.Module):
         """wav [B, 1, T] -> posterior (mean, logvar), each [B, latent_dim, ceil(T / hop)]."""
         if wav.ndim != 3 or wav.shape[1] != 1:
             raise ValueError(f"VAE.encode expects mono audio [B, 1, T], got {tuple(wav.shape)}")
-        mean, logvar = self.encoder(self.pad(wav)).chunk(2, dim=1)
+        mean, logvar = self.encoder(self.pad(wav) * self.cfg.input_gain).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
