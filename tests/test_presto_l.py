@@ -1,4 +1,4 @@
-"""Presto-L and ASE (paper sec. 3.3, Fig. 3): schedules, zero-init, which blocks run, the self-teacher's stop-gradient."""
+"""Presto-L and ASE (sec. 3.3, Fig. 3): schedules, zero-init, which blocks run, the self-teacher's stop-gradient."""
 import math
 
 import pytest

@@ -106,7 +106,7 @@ class DropSchedule:
         return torch.tensor(self.drops, dtype=torch.long)[self.bucket(sigma)]
 
     def blocks(self, n_drop: int) -> list[int]:
-        """Indices of the blocks that run when n_drop blocks are dropped (ASE: from the back; shift: before the last)."""
+        """Indices of the blocks run with n_drop dropped (ASE: from the back; shift: from the second-to-last)."""
         n = int(n_drop)
         if not 0 <= n <= self.depth - 1:
             raise ValueError(f"n_drop must lie in [0, {self.depth - 1}], got {n}")
