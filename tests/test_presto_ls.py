@@ -10,9 +10,10 @@ from presto_lib.diffusion.edm import EDMPrecond
 from presto_lib.diffusion.score_model import build_score_model
 from presto_lib.distill.layer_drop import PRESTO_LS_SCHEDULE, inference_quantile, scale_schedule
 from presto_lib.distill.presto_l import LayerDropModel, variant_config
-from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, PrestoLSStep, build_setup, dit_of,
+from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, build_setup, dit_of,
                                           fig8_curves, fig8_summary, reduced_layer_config)
 from presto_lib.distill.presto_s import PrestoSConfig
+from presto_lib.distill.presto_s_stage import PrestoSStep
 from presto_lib.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -204,7 +205,7 @@ def test_every_setup_trains_in_the_loop_and_logs_fig8(tmp_path, sources, name):
     G0 = {k: v.clone() for k, v in ps.G.state_dict().items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in ps.modules().items()}
     cfg = TrainConfig(run_dir=str(tmp_path), max_steps=6, batch_size=4, log_every=1, ckpt_every=100, ema_decay=0.9)
-    ctx = train(PrestoLSStep(ps), modules=ps.modules(), optimizers=opts, dataset=Latents(), cfg=cfg,
+    ctx = train(PrestoSStep(ps), modules=ps.modules(), optimizers=opts, dataset=Latents(), cfg=cfg,
                 ema=["generator"], frozen={"real": ps.real})
     assert all(torch.equal(v, real0[k]) for k, v in ps.real.state_dict().items())      # mu_real frozen
     assert any(not torch.equal(v, G0[k]) for k, v in ps.G.state_dict().items())         # G_phi updated

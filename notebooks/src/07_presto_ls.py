@@ -102,7 +102,8 @@ print(f"Presto-L fine-tune: {info['presto_l']['steps']} steps in {info['presto_l
 # %% [markdown]
 # ## 2. Fig. 8: what early distillation looks like
 #
-# `PrestoLSStep`-style logging records, at every iteration of Algorithm 1, the four signals of Fig. 8:
+# Presto-S's training step (`presto_s_stage.PrestoSStep`), run with `log_every = 1`, records at every iteration of
+# Algorithm 1 the four signals of Fig. 8:
 #
 # - **generator loss** $\|1 - D_\psi(\hat x_\text{gen} + \sigma\epsilon)\|^2$ (line 10): rises when the discriminator
 #   wins;

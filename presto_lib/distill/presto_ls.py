@@ -20,9 +20,9 @@ where the paper says:
     step_then_layer  Presto-S generator  yes (learns it now, budget 0-init)   base
     step_and_layer   base                yes (learns it now, budget 0-init)   base
 
-Every setup runs Algorithm 1 (`presto_s.PrestoS`) unchanged; `PrestoLSStep` wraps it for the training loop and
-logs, per iteration, what Fig. 8 plots (see `FIG8_METRICS`); `fig8_curves` turns that log into one row per
-generator update.
+Every setup runs Algorithm 1 (`presto_s.PrestoS`) unchanged, in the training loop through Presto-S's own step
+(`presto_s_stage.PrestoSStep`), which logs what Fig. 8 plots (`FIG8_METRICS`); trained with `log_every = 1`,
+`fig8_curves` turns that log into one row per generator update.
 """
 from __future__ import annotations
 
@@ -30,21 +30,19 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion.edm import EDMPrecond
-from presto_lib.diffusion.score_model import batch_condition
 from presto_lib.distill.discriminator import DiscriminatorHead
 from presto_lib.distill.presto_l import LayerDropModel, PrestoLConfig, with_schedule
 from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig
 from presto_lib.models.dit import DiT
 
 __all__ = ["Setup", "SETUPS", "FIG8_METRICS", "reduced_layer_config", "LayerDropScore", "build_setup",
-           "PrestoLSStep", "fig8_curves", "fig8_summary", "dit_of"]
+           "fig8_curves", "fig8_summary", "dit_of"]
 
 
 # ---- the five setups of Fig. 8 (sec. 3.4, A.4) -----------------------------------------------------------
@@ -182,37 +180,13 @@ def build_setup(name: str, base: EDMPrecond, *, presto_l: LayerDropModel | None 
     return PrestoS(G, fake, real, s_cfg or PrestoSConfig())
 
 
-# ---- the training-loop step with Fig. 8's logging -------------------------------------------------------
-
-class PrestoLSStep:
-    """One iteration of Algorithm 1 for `presto_lib.train.train`; modules "generator" and "fake", frozen "real".
-
-    Logs everything `PrestoS.step` returns (FIG8_METRICS among it) plus the generator's / psi's gradient
-    norms; train with `log_every=1` so `fig8_curves` can pair every generator turn with its fake turns.
-    """
-
-    def __init__(self, ps: PrestoS):
-        self.ps = ps
-
-    def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:
-        x = batch["latents"].to(ctx.device).float()
-        cond = batch_condition(batch, ctx.device)
-        norms: dict[str, float] = {}
-
-        def update(loss: Tensor, name: str) -> None:
-            norms[f"grad_norm_{name}"] = ctx.backward_and_step(loss, name)
-        players = {k: ctx.modules[k] for k in ("generator", "fake") if k in ctx.modules}
-        logs = self.ps.step(x, cond, step, update, players)
-        return {**logs, **norms}
-
-
 # ---- Fig. 8: from the per-iteration log to one row per generator update -------------------------------
 
 def fig8_curves(log: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     """One row per generator update k: its generator-turn values and the mean of the fake turns before it."""
     df = pd.read_csv(log) if isinstance(log, (str, os.PathLike, Path)) else log.copy()
     if "generator_turn" not in df.columns:
-        raise ValueError("the log has no 'generator_turn' column: is it a PrestoLSStep log?")
+        raise ValueError("the log has no 'generator_turn' column: is it a Presto-S training log?")
     turn = df["generator_turn"].astype(float)
     if not turn.isin([0.0, 1.0]).all():
         raise ValueError("generator_turn is averaged over several iterations: train with log_every=1")
