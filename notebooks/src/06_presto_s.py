@@ -280,6 +280,8 @@ for r, model_name in [(PS["presto_s_run"], "Presto-S"), (PS["dmd_gan_run"], "DMD
 new_rows = pd.DataFrame(rows)
 table2_path = Path(PS["table2"])
 table2 = pd.read_csv(table2_path) if table2_path.exists() else pd.DataFrame(columns=new_rows.columns)
+if "RTF" in table2.columns and "RTF-M" not in table2.columns:      # follow the base stage's column name
+    new_rows = new_rows.rename(columns={"RTF-M": "RTF"})
 table2 = pd.concat([table2[~table2.Model.isin(new_rows.Model)], new_rows], ignore_index=True)
 table2_path.parent.mkdir(parents=True, exist_ok=True)
 table2.to_csv(table2_path, index=False)
