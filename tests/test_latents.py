@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from presto_lib.audio import load_audio, save_audio
-from presto_lib.data.latents import (LatentDataset, build_latent_cache, collate_latents, load_latent_split,
-                                     read_meta)
+from presto_lib.data.latents import (LatentCodec, LatentDataset, LatentNorm, build_latent_cache, collate_latents,
+                                     load_latent_split, read_meta)
 from presto_lib.models.text import get_text_encoder
 from presto_lib.models.vae import VAE, VAEConfig
 
@@ -51,20 +51,35 @@ def test_splits_preserved_in_manifest_order(cache):
         load_latent_split(cache["out"], "holdout")
 
 
-def test_latents_are_scaled_posterior_means_and_decode_to_clip_shape(cache):
+def test_latents_are_normalised_posterior_means_and_decode_to_clip_shape(cache):
     vae, meta = cache["vae"], read_meta(cache["out"])
     assert meta["latent_scale"] == 2.5 and meta["hop_length"] == 8 and meta["sample_rate"] == SR
     assert meta["clip_samples"] == CLIP and meta["latent_frames"] == -(-CLIP // 8) and meta["latent_dim"] == 4
+    norm = LatentNorm.from_dict(meta["latent_norm"])
+    train = load_latent_split(cache["out"], "train")[0]["latents"]
+    flat = train.transpose(0, 1).reshape(4, -1)                     # robust per-channel standardisation
+    med = flat.median(dim=1).values
+    torch.testing.assert_close(med, torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close((flat - med[:, None]).abs().median(dim=1).values * 1.4826, torch.ones(4), atol=1e-4,
+                               rtol=0)
     tensors, _ = load_latent_split(cache["out"], "test")
     assert tensors["latents"].shape == (2, 4, meta["latent_frames"]) and tensors["latents"].dtype == torch.float32
-    ds_wave = torch.stack([torch.from_numpy(load_audio(cache["root"] / "corpus" / r["path"])[0])
-                           for r in cache["rows"] if r["split"] == "test"])
+    wave = torch.stack([torch.from_numpy(load_audio(cache["root"] / "corpus" / r["path"])[0])
+                        for r in cache["rows"] if r["split"] == "test"])
+    codec = LatentCodec(vae, norm)
     with torch.no_grad():
-        mean, logvar = vae.encode(ds_wave)
-        torch.testing.assert_close(tensors["latents"], 2.5 * mean, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(tensors["latents_std"], 2.5 * (0.5 * logvar).exp(), rtol=1e-4, atol=1e-5)
-        wav = vae.decode(tensors["latents"] / meta["latent_scale"])
+        mean, logvar = vae.encode(wave)
+        want = (2.5 * mean - torch.tensor(norm.mean)[None, :, None]) / torch.tensor(norm.std)[None, :, None]
+        torch.testing.assert_close(tensors["latents"], want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(tensors["latents_std"], (0.5 * logvar).exp() * 2.5 / torch.tensor(norm.std)[:, None],
+                                   rtol=1e-4, atol=1e-5)
+        c_mean, c_logvar = codec.encode(wave)
+        torch.testing.assert_close(c_mean, tensors["latents"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close((0.5 * c_logvar).exp(), tensors["latents_std"], rtol=1e-4, atol=1e-5)
+        wav = codec.decode(tensors["latents"])
+        torch.testing.assert_close(wav, vae.decode(mean), rtol=1e-3, atol=1e-4)     # decode(encode) round trip
     assert wav.shape == (2, 1, meta["latent_frames"] * 8) and wav.shape[-1] >= CLIP
+    assert codec.hop_length == 8 and codec.latent_dim == 4 and codec.sample_rate == SR and codec.latent_scale == 1.0
 
 
 def test_cached_text_equals_a_fresh_encode(cache):
@@ -117,12 +132,24 @@ def test_lazy_split_reads_the_same_items_and_pickles(cache):
 
 
 def test_cache_without_posterior_std(cache, tmp_path):
+    norm = LatentNorm.from_dict(read_meta(cache["out"])["latent_norm"])
     out = build_latent_cache(cache["root"] / "corpus" / "manifest.csv", cache["vae"], cache["te"], tmp_path / "lat",
-                             splits=("test",), store_std=False)
+                             splits=("test",), store_std=False, fit_norm=norm)
     tensors, _ = load_latent_split(out, "test")
     assert "latents_std" not in tensors and read_meta(out)["splits"] == {"test": 2}
     torch.testing.assert_close(tensors["latents"], load_latent_split(cache["out"], "test")[0]["latents"])
     assert LatentDataset(out, "test")[0]["latents"].shape[0] == 4
     with pytest.raises(ValueError):
         LatentDataset(out, "test", sample_posterior=True)
+
+
+def test_latent_norm_is_robust_to_shared_edge_frames():
+    g = torch.Generator().manual_seed(0)
+    z = 3.0 + 0.2 * torch.randn(500, 2, 100, generator=g)        # music: offset 3, spread 0.2
+    z[:, :, :2] += 40.0                                           # padding artefact on the first frames
+    norm = LatentNorm.fit(z, scale=1.0)
+    assert norm.mean == pytest.approx([3.0, 3.0], abs=0.01) and norm.std == pytest.approx([0.2, 0.2], rel=0.03)
+    torch.testing.assert_close(norm.denormalize(norm.normalize(z)), z, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        LatentNorm(1.0, [0.0] * 3, [1.0] * 3).normalize(z)
 

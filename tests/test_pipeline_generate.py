@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from presto_lib.data.latents import LatentCodec, LatentNorm
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.diffusion.score_model import build_score_model, save_score_model
 from presto_lib.eval.latency import LatencyResult, measure_latency, real_time_factor
@@ -84,6 +85,13 @@ def test_from_checkpoints_and_prompts(pipe, tmp_path):
     loaded = TextToMusic.from_checkpoints(tmp_path / "base", tmp_path / "vae", text_encoder=pipe.text_encoder,
                                           sampling=pipe.sampling)
     torch.testing.assert_close(loaded.generate(CAPTIONS[:1], BPMS[:1], [3]), pipe.generate(CAPTIONS[:1], BPMS[:1], [3]))
+    norm = LatentNorm(2.0, [0.5, -1.0, 0.0, 2.0], [0.1, 0.2, 1.0, 3.0])      # the cache's normalisation
+    save_score_model(tmp_path / "base_n", pipe.model, {"latent_frames": pipe.latent_shape[1], "sample_rate": SR,
+                                                       "clip_samples": CLIP, "latent_norm": norm.to_dict()})
+    normed = TextToMusic.from_checkpoints(tmp_path / "base_n", tmp_path / "vae", text_encoder=pipe.text_encoder)
+    assert isinstance(normed.vae, LatentCodec) and normed.latent_scale == 1.0
+    z = torch.randn(2, *pipe.latent_shape)
+    torch.testing.assert_close(normed.decode(z), pipe.vae.decode(norm.denormalize(z))[..., :CLIP])
     cols = ["piece_id", "key", "instruments", "duration_s", "sample_rate", "source", "license"]
     pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "split": ["train", "test", "test"],
                   "caption": ["x", "y", "z"], "bpm": [90, 100, 110], **{c: ["-"] * 3 for c in cols}}

@@ -63,10 +63,20 @@ print(f"profile {P['profile']}: DiT {B['dit']}, {B['steps']} steps of batch {B['
 #
 # Diffusion training visits every clip many times; the VAE encoder and the text encoder are frozen, so their
 # outputs never change. The `latents` stage (`python -m presto_lib.data.latents`) therefore stored, per split,
-# the VAE posterior mean $\times$ the VAE's latent scale (so latents have roughly unit variance; with
-# `base.sample_posterior` also the posterior standard deviation, to draw a fresh $z \sim q(z|x)$ each time), the
-# caption's token embeddings and mask (all-MiniLM-L6-v2 here, T5 in the paper) and the BPM label. Training reads
-# only these tensors; a cache larger than 2 GiB per split is memory-mapped and read item by item.
+# the VAE posterior means, the caption's token embeddings and mask (all-MiniLM-L6-v2 here, T5 in the paper) and the
+# BPM label (with `base.sample_posterior` also the posterior standard deviation, to draw a fresh $z \sim q(z|x)$
+# each time). Training reads only these tensors; a cache over 2 GiB per split is memory-mapped and read per item.
+#
+# **Normalisation.** EDM's preconditioning (eq. 4) assumes data of a known scale. The VAE stores one scale that
+# makes its latents unit-variance *overall*, but that variance can be mostly *not music*: a KL-VAE's channels sit at
+# large constant offsets, and the zero padding of its convolutions makes the first and last few frames of every
+# clip large outliers shared by all clips. The music is then a residual a few hundredths wide, far below the noise
+# levels where the sampler decides structure, and a model that learns offsets and edges already scores a low loss
+# while it generates a drone. Like EDM2 (Karras et al. 2024), the cache therefore standardises every channel with
+# the train split's statistics, $x = (s\,z - m_c)/\sigma_c$, here *robust* ones (median $m_c$, $\sigma_c$ =
+# 1.4826 × median absolute deviation) so that the edge frames do not set the scale; decoding inverts it
+# (`LatentCodec`). Left: the VAE-scaled channels' location and scale; right: the normalised training latents
+# (interior frames near unit scale; the edge frames stay large, and the model learns them like any other data).
 
 # %%
 meta = read_meta(B["latents"])
@@ -75,23 +85,27 @@ z = torch.stack([train_ds[i]["latents"] for i in range(min(len(train_ds), 1024))
 display(pd.DataFrame([{"split": s, "clips": n, "hours": n * meta["clip_samples"] / meta["sample_rate"] / 3600}
                       for s, n in meta["splits"].items()]).round(3))
 print(f"latents [C={meta['latent_dim']}, T'={meta['latent_frames']}] per {meta['clip_samples'] / meta['sample_rate']:.1f} s "
-      f"clip ({meta['sample_rate'] / meta['hop_length']:.0f} Hz), scale {meta['latent_scale']:.3f}; "
+      f"clip ({meta['sample_rate'] / meta['hop_length']:.0f} Hz), VAE scale {meta['latent_scale']:.3f}; "
       f"text [{meta['text_length']} tokens x {meta['text_dim']}] from {meta['text_encoder']}")
+norm = meta["latent_norm"]
 fig, ax = plt.subplots(1, 2, figsize=(11, 3))
-ax[0].bar(range(z.shape[1]), z.std(dim=(0, 2)).numpy())
-ax[0].axhline(E["sigma_data"], color="k", ls="--", lw=1, label=r"$\sigma_{data}$ (A.1)")
-ax[0].set(xlabel="latent channel", ylabel="std", title="per-channel std of the training latents")
+ch = np.arange(meta["latent_dim"])
+ax[0].bar(ch - 0.2, np.abs(norm["mean"]), width=0.4, label="|median|")
+ax[0].bar(ch + 0.2, norm["std"], width=0.4, label="1.4826 MAD")
+ax[0].set(xlabel="latent channel", title=f"VAE-scaled latents: overall std {meta['scaled_std_train']:.2f}")
 ax[0].legend()
-ax[1].hist(z.flatten().numpy(), bins=120, density=True)
-ax[1].set(xlabel="latent value", title=f"{len(z)} training clips: mean {z.mean():.2f}, std {z.std():.2f}")
+inner = z[:, :, 8:-8]
+ax[1].hist(inner.flatten().numpy(), bins=120, density=True, range=(-6, 6))
+ax[1].set(xlabel="latent value", title=f"normalised interior frames of {len(z)} clips: std {inner.std():.2f} "
+          f"(all frames: {z.std():.2f})")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The paper (A.1, following Karras et al. 2024) uses $\sigma_{data} = 0.5$ in the preconditioning of eq. 4. Our
-# cached latents have unit variance overall (the VAE's stored scale), so at high noise the network's effective
-# target $(\mathbf{x}_{real} - c_{skip}\mathbf{x})/c_{out}$ has a standard deviation up to $1/\sigma_{data} = 2$
-# instead of 1: a mild mismatch the output layer absorbs (EDM2 instead rescales latents to std 0.5).
+# The paper (A.1, following Karras et al. 2024) uses $\sigma_{data} = 0.5$ in the preconditioning of eq. 4, while our
+# normalised latents have unit variance (the project's convention). At high noise the network's effective target
+# $(\mathbf{x}_{real} - c_{skip}\mathbf{x})/c_{out}$ then has a standard deviation up to $1/\sigma_{data} = 2$
+# instead of 1: a mild mismatch the output layer absorbs (EDM2 instead standardises latents to std 0.5).
 
 # %% [markdown]
 # ## 2. Training: denoising score matching with condition dropout

@@ -49,7 +49,7 @@ from presto_lib.distill.presto_l import load_layer_drop_model
 from presto_lib.distill.presto_l_stage import sampling_config
 from presto_lib.distill.presto_ls import FIG8_METRICS, SETUPS, fig8_curves, fig8_summary
 from presto_lib.distill.presto_ls_stage import time_systems, upsert_rows
-from presto_lib.distill.presto_s_stage import generator_sampler, run_config
+from presto_lib.distill.presto_s_stage import generator_sampler, run_config, schedule
 from presto_lib.eval.evaluate import Evaluator
 
 LS, PS, PL, MC = P["presto_ls"], P["presto_s"], P["presto_l"], P["metrics"]
@@ -265,6 +265,11 @@ base_nfe = int(lat["NFE"].iloc[0])
 lat["est_speedup_vs_base_at_paper_nfe"] = (lat["generation_s"].iloc[0] * 79 / base_nfe + lat["decode_s"]) / lat["latency_s"]
 lat.loc[0, "est_speedup_vs_base_at_paper_nfe"] = 1.0
 lat.to_csv(TABLES / "latency.csv", index=False)
+ping = schedule(cfg_s, STEPS)[:-1]                         # the ping-pong levels each generator call sees
+ran = [len(G_ls.schedule.blocks(n)) for n in G_ls.schedule.n_drop(ping).tolist()]
+print(f"Presto-LS runs {ran} of {DEPTH} blocks at sigma = {[round(float(v), 3) for v in ping]}: "
+      f"{sum(ran) / (DEPTH * len(ran)):.0%} of Presto-S's DiT work, so at most "
+      f"{DEPTH * len(ran) / sum(ran):.2f}x faster in the DiT; the decoder and the rest are shared")
 (TABLES / "latency.md").write_text(lat.to_markdown(index=False, floatfmt=".4g") + "\n")
 lat.round(4)
 

@@ -3,13 +3,17 @@
 Latent diffusion (paper sec. 4.1, A.1) trains the DiT on VAE latents. Encoding a clip costs more than a small
 DiT step, and its text embedding never changes, so both are computed once per clip and stored:
 
-    data/latents/meta.json              shapes, scales, text encoder, per-split counts
-    data/latents/<split>.safetensors    latents [N, C, T'] (posterior mean x scale), latents_std [N, C, T'],
-                                        text [N, L, D], text_mask [N, L] bool, bpm [N]
-    data/latents/<split>.json           captions, piece_ids, paths (row order = the manifest's order)
+    data/latents/meta.json              shapes, the latent normalisation, text encoder, per-split counts
+    data/latents/<split>.safetensors    latents [N, C, T'] (normalised posterior means), optionally their
+                                        posterior std, text [N, L, D], text_mask [N, L] bool, bpm [N]
+    data/latents/<split>.json           captions, piece_ids (row order = the manifest's order)
 
-Latents are multiplied by the VAE's stored scale so they have roughly unit variance; `decode_latents` in the
-pipeline divides it out again. `LatentDataset` reads one split back.
+Normalisation: the VAE's stored scale alone gives unit variance *overall*, but a KL-VAE's channels can carry
+large constant offsets, and the zero-padded first/last frames of every clip are large outliers, which together
+hold most of that variance (the music then lives in a small residual). As EDM2 (Karras et al. 2024) does for its
+latents, every channel is standardised with the train split's statistics, x = (scale z - mean_c) / std_c, here
+robust ones (median, MAD) so that the edge frames do not set the scale (`LatentNorm`); `LatentCodec` wraps the
+VAE so that encode/decode speak these units. `LatentDataset` reads one split back.
 
     python -m presto_lib.data.latents --params params.yaml     # the `latents` DVC stage
 """
@@ -18,18 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-__all__ = ["SPLITS", "vae_latent_scale", "encode_waves", "pad_tokens", "encode_texts", "build_latent_cache",
-           "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
+__all__ = ["SPLITS", "vae_latent_scale", "LatentNorm", "LatentCodec", "encode_waves", "pad_tokens", "encode_texts",
+           "build_latent_cache", "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -62,6 +67,94 @@ def _posterior(out: Any) -> tuple[Tensor, Tensor]:
     if std is None:
         std = (0.5 * out.logvar).exp()
     return mean, std
+
+
+# ---- per-channel normalisation (EDM2-style) ----------------------------------------------------
+
+@dataclass
+class LatentNorm:
+    """x = (scale * z - mean_c) / std_c: raw VAE latents z -> centred, unit-scale channels (model units)."""
+
+    scale: float = 1.0                  # the VAE's stored latent scale
+    mean: list[float] | None = None     # per channel location (median), in scaled units (None = 0)
+    std: list[float] | None = None      # per channel scale (1.4826 MAD), in scaled units (None = 1)
+
+    @classmethod
+    def fit(cls, z_scaled: Tensor, scale: float, max_values: int = 2_000_000) -> "LatentNorm":
+        """Robust channel statistics of scaled latents [N, C, T]: median and 1.4826 x median absolute deviation.
+
+        Robust because the VAE's zero padding makes the first and last few frames of every clip an outlier shared
+        by all clips; with mean/std those frames would set the scale and squash the music into a small residual.
+        At most `max_values` values per channel are used (every k-th clip).
+        """
+        if z_scaled.ndim != 3:
+            raise ValueError(f"expected latents [N, C, T], got {tuple(z_scaled.shape)}")
+        N, C, T = z_scaled.shape
+        z = z_scaled[:: max(1, N * T // max_values)].transpose(0, 1).reshape(C, -1).double()
+        med = z.median(dim=1).values
+        mad = (z - med[:, None]).abs().median(dim=1).values * 1.4826     # = std for a Gaussian
+        return cls(float(scale), med.tolist(), mad.clamp_min(1e-6).tolist())
+
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        C = x.shape[1]
+        m = torch.tensor(self.mean if self.mean is not None else [0.0] * C, dtype=x.dtype, device=x.device)
+        s = torch.tensor(self.std if self.std is not None else [1.0] * C, dtype=x.dtype, device=x.device)
+        if m.numel() != C or s.numel() != C:
+            raise ValueError(f"normalisation has {m.numel()} channels, latents have {C}")
+        return m[None, :, None], s[None, :, None]
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw VAE latents [B, C, T] -> model units."""
+        m, s = self._stats(z)
+        return (self.scale * z - m) / s
+
+    def normalize_std(self, std: Tensor) -> Tensor:
+        """A posterior standard deviation in raw units -> model units."""
+        return self.scale * std / self._stats(std)[1]
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Model units [B, C, T] -> raw VAE latents (what the decoder takes)."""
+        m, s = self._stats(x)
+        return (x * s + m) / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored in the cache's meta.json and the score model's config)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LatentNorm":
+        """Inverse of `to_dict`."""
+        return cls(**d)
+
+
+class LatentCodec(nn.Module):
+    """A VAE that speaks model units: encode -> normalised posterior (mean, logvar), decode(x) -> audio."""
+
+    def __init__(self, vae: nn.Module, norm: LatentNorm):
+        super().__init__()
+        self.vae, self.norm = vae, norm
+        self.latent_scale = 1.0          # already applied by the normalisation
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.vae.hop_length)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.vae.latent_dim)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.vae.sample_rate)
+
+    def encode(self, wav: Tensor) -> tuple[Tensor, Tensor]:
+        """wav [B, 1, T] -> (mean, logvar) of the posterior in model units."""
+        mean, std = _posterior(self.vae.encode(wav))
+        return self.norm.normalize(mean), 2 * self.norm.normalize_std(std).log()
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Latents in model units [B, C, T'] -> wav [B, 1, T' x hop]."""
+        return self.vae.decode(self.norm.denormalize(x))
 
 
 @torch.no_grad()
@@ -141,10 +234,12 @@ def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size
 
 def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
                        splits: Iterable[str] = SPLITS, batch_size: int = 8, text_length: int | None = None,
-                       store_std: bool = True, device: str | torch.device = "cpu") -> Path:
-    """Encode every clip of `splits` once (VAE posterior x scale, text embeddings, masks, BPM); returns out_dir.
+                       store_std: bool = True, fit_norm: LatentNorm | None = None,
+                       device: str | torch.device = "cpu") -> Path:
+    """Encode every clip of `splits` once (normalised VAE posterior, text embeddings, masks, BPM); returns out_dir.
 
-    `store_std=False` leaves out the posterior std (half the size; needed only to sample the posterior).
+    The normalisation is fitted on the train split (the first split when there is none) unless `fit_norm` is
+    given. `store_std=False` leaves out the posterior std (half the size; needed only to sample the posterior).
     """
     manifest, out = Path(manifest), Path(out_dir)
     if not manifest.is_file():
@@ -153,10 +248,16 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
     device = torch.device(device)
     vae = vae.to(device).eval()
     scale = vae_latent_scale(vae)
-    enc = {sp: _encode_split(manifest, sp, vae, scale, batch_size, device) for sp in splits}
+    enc = {sp: _encode_split(manifest, sp, vae, 1.0, batch_size, device) for sp in splits}    # raw posteriors
     clip = set().union(*(labels["clip_samples"] for _, labels in enc.values()))
     if len(clip) != 1:
         raise ValueError(f"clips of different lengths {sorted(clip)} in {manifest}; the cache needs one length")
+    # per-channel statistics of the (scaled) train latents normalise every split (EDM2-style)
+    scaled_train = scale * enc["train" if "train" in enc else next(iter(enc))][0]["latents"]
+    norm = LatentNorm.fit(scaled_train, scale) if fit_norm is None else fit_norm
+    for tensors, _ in enc.values():
+        tensors["latents"] = norm.normalize(tensors["latents"])
+        tensors["latents_std"] = norm.normalize_std(tensors["latents_std"])
     # one text length across splits, so every batch of every split stacks
     texts = {sp: encode_texts(text_encoder, labels["captions"]) for sp, (_, labels) in enc.items()}
     L = max(t.shape[1] for t, _ in texts.values()) if text_length is None else int(text_length)
@@ -171,10 +272,11 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
         counts[sp] = len(labels["captions"])
     train = enc["train" if "train" in enc else next(iter(enc))][0]["latents"]
     meta = {"sample_rate": int(getattr(vae, "sample_rate", 0)), "clip_samples": clip.pop(),
-            "hop_length": int(vae.hop_length), "latent_scale": scale, "latent_dim": int(train.shape[1]),
-            "latent_frames": int(train.shape[2]), "text_dim": int(emb.shape[-1]), "text_length": int(L),
-            "text_encoder": str(getattr(text_encoder, "name", type(text_encoder).__name__)), "splits": counts,
-            "latent_mean_train": float(train.mean()), "latent_std_train": float(train.std())}
+            "hop_length": int(vae.hop_length), "latent_scale": scale, "latent_norm": norm.to_dict(),
+            "latent_dim": int(train.shape[1]), "latent_frames": int(train.shape[2]), "text_dim": int(emb.shape[-1]),
+            "text_length": int(L), "text_encoder": str(getattr(text_encoder, "name", type(text_encoder).__name__)),
+            "splits": counts, "scaled_mean_train": float(scaled_train.mean()),
+            "scaled_std_train": float(scaled_train.std())}
     _atomic_json(out / "meta.json", meta)
     return out
 

@@ -1,6 +1,6 @@
 """Text + BPM -> latents -> audio: the inference pipeline shared by the base model and every distilled one.
 
-    x_N ~ N(0, sigma_max^2 I)  ->  sampler(denoiser, x_N, sigmas)  ->  z / latent_scale  ->  VAE decoder  ->  wav
+    x_N ~ N(0, sigma_max^2 I)  ->  sampler(denoiser, x_N, sigmas)  ->  un-normalise  ->  VAE decoder  ->  wav
 
 The denoiser is the score model wrapped for guidance: CFG++ with w = 0.8 for score models (paper A.1), plain
 CFG, the conditional model alone ("cond") or the null-conditioned one ("uncond"). Sigmas come from eq. 9. Each
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from presto_lib.data.latents import vae_latent_scale
+from presto_lib.data.latents import LatentCodec, LatentNorm, vae_latent_scale
 from presto_lib.diffusion.edm import RHO, SIGMA_MAX, SIGMA_MIN, edm_sigmas
 from presto_lib.diffusion.sampling import cfg_denoiser, cfgpp_denoiser, get_sampler
 
@@ -70,7 +70,7 @@ class TextToMusic:
     def from_checkpoints(cls, score_dir: str | os.PathLike, vae_dir: str | os.PathLike, *,
                          text_encoder: Any = None, device: str | torch.device = "cpu",
                          sampling: SamplingConfig | None = None) -> "TextToMusic":
-        """Load a score model saved by `save_score_model` (config holds the latent/audio sizes) and its VAE."""
+        """Load a score model saved by `save_score_model` (config: latent/audio sizes, latent normalisation) + VAE."""
         from presto_lib.diffusion.score_model import load_score_model
         from presto_lib.models.text import get_text_encoder
         from presto_lib.models.vae import load_vae
@@ -80,10 +80,13 @@ class TextToMusic:
         if missing:
             raise ValueError(f"{score_dir}/config.json lacks {sorted(missing)} (save it with those extras)")
         vae = load_vae(vae_dir, device)
+        if "latent_norm" in cfg:    # the cache's per-channel normalisation: decode through it (latent_scale 1)
+            vae = LatentCodec(vae, LatentNorm.from_dict(cfg["latent_norm"]))
         te = text_encoder if text_encoder is not None else get_text_encoder(device=device)
         return cls(model, vae, te, latent_shape=(model.net.cfg.in_channels, cfg["latent_frames"]),
                    sample_rate=cfg["sample_rate"], clip_samples=cfg["clip_samples"],
-                   latent_scale=cfg.get("latent_scale", vae_latent_scale(vae)), device=device, sampling=sampling)
+                   latent_scale=vae_latent_scale(vae) if "latent_norm" in cfg else cfg.get("latent_scale", 1.0),
+                   device=device, sampling=sampling)
 
     @property
     def seconds(self) -> float:

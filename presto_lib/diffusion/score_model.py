@@ -165,7 +165,8 @@ def json_safe(obj: Any) -> Any:
 
 def _export_extra(meta: dict[str, Any], steps: int) -> dict[str, Any]:
     """What the pipeline needs beside the weights: latent/audio sizes and the text encoder, from the cache."""
-    keys = ("latent_frames", "latent_scale", "sample_rate", "clip_samples", "text_encoder", "text_length")
+    keys = ("latent_frames", "latent_scale", "latent_norm", "sample_rate", "clip_samples", "text_encoder",
+            "text_length")
     return {**{k: meta[k] for k in keys if k in meta}, "train_steps": steps}
 
 

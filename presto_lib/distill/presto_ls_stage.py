@@ -28,7 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
-from presto_lib.distill.presto_ls import SETUPS, build_setup, reduced_layer_config
+from presto_lib.distill.presto_ls import SETUPS, build_setup
 
 __all__ = ["layer_config", "distill_setup", "load_generator", "run_layer", "run_distill", "time_systems",
            "upsert_rows", "main"]
