@@ -274,21 +274,19 @@ for r, model_name in [(PS["presto_s_run"], "Presto-S"), (PS["dmd_gan_run"], "DMD
     rtf = real_time_factor(lambda: gen([prompt["caption"]], [prompt["bpm"]], [SEED]), t2m.seconds, warmup=1,
                            repeats=reps).rtf
     s = ev.evaluate_dir(Path(PS["samples_dir"]) / f"presto_s_{r}", system=r)
-    rows.append({"Model": model_name, "NFE": table_steps, "RTF-M": rtf, "FAD": s["FAD"], "MMD": s["MMD"],
+    rows.append({"Model": model_name, "NFE": table_steps, "RTF": rtf, "FAD": s["FAD"], "MMD": s["MMD"],
                  CLAP: s[CLAP], "Density": s["Density"], "Recall": s["Recall"], "Coverage": s["Coverage"],
                  "Precision": s["Precision"]})
 new_rows = pd.DataFrame(rows)
 table2_path = Path(PS["table2"])
 table2 = pd.read_csv(table2_path) if table2_path.exists() else pd.DataFrame(columns=new_rows.columns)
-if "RTF" in table2.columns and "RTF-M" not in table2.columns:      # follow the base stage's column name
-    new_rows = new_rows.rename(columns={"RTF-M": "RTF"})
 table2 = pd.concat([table2[~table2.Model.isin(new_rows.Model)], new_rows], ignore_index=True)
 table2_path.parent.mkdir(parents=True, exist_ok=True)
 table2.to_csv(table2_path, index=False)
 table2_path.with_suffix(".md").write_text(table2.round(4).to_markdown(index=False))
-PAPER_T2 = pd.DataFrame([{"Model": "DMD-GAN", "NFE": 4, "RTF-M": 118.77, "FAD": 0.29, "MMD": 1.16, "CLAP": 27.56,
+PAPER_T2 = pd.DataFrame([{"Model": "DMD-GAN", "NFE": 4, "RTF": 118.77, "FAD": 0.29, "MMD": 1.16, "CLAP": 27.56,
                           "Density": 0.57, "Recall": 0.07, "Coverage": 0.41},
-                         {"Model": "Presto-S", "NFE": 4, "RTF-M": 118.77, "FAD": 0.22, "MMD": 0.83, "CLAP": 33.13,
+                         {"Model": "Presto-S", "NFE": 4, "RTF": 118.77, "FAD": 0.22, "MMD": 0.83, "CLAP": 33.13,
                           "Density": 0.60, "Recall": 0.10, "Coverage": 0.50}])
 display(Markdown("**Ours** (this profile, this machine)"), new_rows.round(4),
         Markdown("**Paper** (A100, LAION-CLAP backbone)"), PAPER_T2)
