@@ -324,7 +324,7 @@ def test_cli_build_analyse_and_serve(corpus, tmp_path):
     P = render_profile("smoke", ROOT)
     P["common"]["sample_rate"] = SR
     P["listening"].update(manifest=str(manifest), kit_dir=str(tmp_path / "kit"), ratings=str(tmp_path / "none.csv"),
-                          systems={"sys_a": systems["sys_a"], "missing": str(tmp_path / "nope")})
+                          systems={"sys_a": systems["sys_a"], "missing": str(tmp_path / "nope")}, chosen="reference")
     P["listening"]["anchors"] = ANCHORS
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(P))
     assert main(["build", "--params", str(tmp_path / "p.yaml")]) == 0

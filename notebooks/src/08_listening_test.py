@@ -50,8 +50,9 @@ print(f"profile {P['profile']}: {L['n_sets']} sets, excerpt {L['excerpt_seconds'
 # ## 1. Build the kit
 #
 # The systems are the `data/samples/<system>/` folders listed in `params.yaml` (`listening.systems`); each holds
-# one clip per test-split prompt, in order. A listed folder that does not exist yet is skipped with a warning,
-# so this stage runs before the generating stages have: the kit then holds the hidden reference and the anchors.
+# one clip per test-split prompt, in order: the base model, Presto-L, Presto-S and Presto-LS, as in the paper's
+# Fig. 12, so the stage runs after the stages that generate them. A listed folder that does not exist is skipped
+# with a warning (the kit then holds fewer systems).
 #
 # Loudness matching (ITU-R BS.1770, `target_lufs`) matters: louder clips are reliably rated "better", which
 # would measure level, not quality. After matching, one gain shared by the whole set keeps the loudest peak
