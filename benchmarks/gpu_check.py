@@ -30,6 +30,7 @@ from presto_lib.distill.presto_ls import reduced_layer_config
 from presto_lib.distill.presto_ls_stage import time_systems
 from presto_lib.distill.presto_s import PrestoSConfig
 from presto_lib.distill.presto_s_stage import generator_sampler
+from presto_lib.eval.latency import measure_latency
 from presto_lib.models.layers import HAS_FLASH_ATTN
 from presto_lib.models.vae import VAE, VAEConfig
 from presto_lib.train import TrainConfig, train
@@ -77,15 +78,7 @@ def sync(device: str) -> None:
 
 def timed(fn, device: str, repeats: int = 3) -> float:
     """Median seconds of fn() after one warm-up."""
-    fn()
-    sync(device)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
+    return measure_latency(fn, warmup=1, repeats=repeats, device=device).median_s
 
 
 # ---- 1. bf16 autocast and attention back-ends on the paper-size DiT ----------------------------------------
