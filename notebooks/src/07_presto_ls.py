@@ -211,8 +211,9 @@ display(Markdown(
     f"Median over noise levels: base spike {med['base spike']:.2f}x, Presto-S spike {med['Presto-S spike']:.2f}x; "
     f"Presto-S's last block at {med['Presto-S / base, last block']:.2f}x the base model's variance. The paper's "
     f"pattern (a smaller spike, never reaching the base magnitude) "
-    f"{'holds' if med['Presto-S spike'] < med['base spike'] and med['Presto-S / base, last block'] < 1 else 'does not hold'} "
-    f"here."))
+    f"{'holds' if med['Presto-S spike'] < 0.95 * med['base spike'] and med['Presto-S / base, last block'] < 0.95 else 'does not hold'} "
+    f"here (each by a margin of 5%; a few hundred distillation iterations may leave the weights close to the base "
+    f"model's)."))
 
 # %% [markdown]
 # ## 4. The Presto-LS row of Table 2
@@ -301,30 +302,33 @@ for i in range(min(3, len(meta))):
 #
 # The paper distils a 28-block DiT-XL-like model for 32K generator updates on 3.6K hours of music and measures on
 # an A100; we distil a small DiT for a few hundred iterations on a rendered MIDI corpus and measure on this CPU.
-# Each claim is checked in the direction the paper states; "no" is a result too.
+# Each claim is checked in the direction the paper states; "no" is a result too. A comparison between two of our
+# measurements counts as "yes" only with a margin of 5% (`MARGIN`): a tie within noise is not agreement.
 
 # %%
 ls_row, s_row = scores.loc["Presto-LS"], scores.loc["Presto-S"]
 alt = summary[summary["setup"].isin(["ls_lfake", "step_then_layer", "step_and_layer"])]
 lfake = summary.set_index("setup").loc["ls_lfake"] if "ls_lfake" in set(summary["setup"]) else None
+MARGIN = 0.05
+below = lambda a, b: bool(a < b * (1 - MARGIN))              # a clearly below b (both positive)
 claims = [
     ("Presto-LS speed-up over the base model (RTF, mono)", "18.0x (10-18x, Table 2)",
      f"{lat['speedup_vs_base'].iloc[2]:.1f}x", lat["speedup_vs_base"].iloc[2] >= 10),
     ("... with the base model at the paper's 79 NFE (extrapolated)", "18.0x",
      f"{lat['est_speedup_vs_base_at_paper_nfe'].iloc[2]:.1f}x", lat["est_speedup_vs_base_at_paper_nfe"].iloc[2] >= 10),
     ("Presto-LS faster than Presto-S", "1.17x", f"{lat['speedup_vs_presto_s'].iloc[2]:.2f}x",
-     lat["speedup_vs_presto_s"].iloc[2] > 1),
+     below(1, lat["speedup_vs_presto_s"].iloc[2])),
     ("Presto-LS MMD below Presto-S", "0.73 vs 0.83", f"{ls_row['MMD']:.4f} vs {s_row['MMD']:.4f}",
-     ls_row["MMD"] < s_row["MMD"]),
+     below(ls_row["MMD"], s_row["MMD"])),
     ("Presto-LS recall above Presto-S", "0.14 vs 0.10", f"{ls_row['Recall']:.3f} vs {s_row['Recall']:.3f}",
-     ls_row["Recall"] > s_row["Recall"]),
+     s_row["Recall"] < ls_row["Recall"] * (1 - MARGIN)),
     ("Alternatives: discriminator accuracy on real near 1", "~1 (Fig. 8)",
      ", ".join(f"{r.label}: {r.d_real_acc:.2f}" for r in alt.itertuples()), bool((alt["d_real_acc"] > 0.9).all())),
     ("L-Fake/Real: noisier DM gradient than Presto-LS", "higher variance (Fig. 8)",
      "n/a" if lfake is None else f"{lfake['dmd_grad_std']:.3f} vs {ref['dmd_grad_std']:.3f}",
-     lfake is not None and lfake["dmd_grad_std"] > ref["dmd_grad_std"]),
+     lfake is not None and below(ref["dmd_grad_std"], lfake["dmd_grad_std"])),
     ("Presto-S final-block spike smaller than the base model's", "amortised (Fig. 7 vs 4)",
-     f"{med['Presto-S spike']:.2f}x vs {med['base spike']:.2f}x", med["Presto-S spike"] < med["base spike"]),
+     f"{med['Presto-S spike']:.3f}x vs {med['base spike']:.3f}x", below(med["Presto-S spike"], med["base spike"])),
 ]
 verdict = pd.DataFrame(claims, columns=["claim", "paper", "ours", "reproduced"])
 verdict["reproduced"] = verdict["reproduced"].map({True: "yes", False: "no"})
