@@ -30,7 +30,7 @@ from presto_lib.distill.presto_ls import reduced_layer_config
 from presto_lib.distill.presto_ls_stage import time_systems
 from presto_lib.distill.presto_s import PrestoSConfig
 from presto_lib.distill.presto_s_stage import generator_sampler
-from presto_lib.eval.latency import measure_latency
+from presto_lib.eval.latency import measure_latency, synchronize
 from presto_lib.models.layers import HAS_FLASH_ATTN
 from presto_lib.models.vae import VAE, VAEConfig
 from presto_lib.train import TrainConfig, train
@@ -69,11 +69,6 @@ class RandomLatents(Dataset):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(fn, device: str, repeats: int = 3) -> float:
@@ -137,7 +132,7 @@ def check_train(P: dict, device: str, channels: int, frames: int, steps: int = 8
         t0 = time.perf_counter()
         ctx = train(DSMStep(), modules={"score": model}, optimizers={"score": opt}, dataset=ds, cfg=cfg,
                     ema=["score"])
-        sync(device)
+        synchronize(device)
         return ctx.raw["score"], time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
