@@ -33,30 +33,37 @@ EMA, optimisers, per-rank RNG, step, `ctx.extra`) and ends with the same weights
 same machine and world size. Data order is a pure function of (seed, step): global step s reads positions
 [s*B, (s+1)*B) of an endless sequence of seeded epoch permutations, rank r takes the r-th slice, and item i at
 position p is fetched under RNG seeded from (seed, p), so random crops inside a dataset resume exactly too.
+
+Layout: this module is the loop (TrainConfig, Context, EMA, checkpoint save/load, `train`); the plumbing under
+it (distributed set-up, StepSampler/SeededDataset, CSVLog) lives in `presto_lib.train_utils` and is re-exported.
 """
 from __future__ import annotations
 
 import copy
-import csv
 import math
-import os
 import random
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from presto_lib import checkpoint as ckpt
+from presto_lib.train_utils import (CSVLog, SeededDataset, StepSampler, _barrier, cleanup_distributed, seeded,
+                                    setup_distributed)
+
+__all__ = ["TrainConfig", "Context", "NonFiniteLossError", "train", "update_ema",
+           # re-exported from presto_lib.train_utils
+           "setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -87,133 +94,6 @@ class TrainConfig:
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', not {self.amp!r}")
 
-
-# ---------------------------------------------------------------------------------------------
-# Distributed set-up (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; nothing set = one process)
-# ---------------------------------------------------------------------------------------------
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """Init the process group when launched by torchrun; returns (rank, world_size, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def cleanup_distributed() -> None:
-    """Destroy the process group (call at the end of a torchrun script)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic, resumable data order
-# ---------------------------------------------------------------------------------------------
-
-class StepSampler(Sampler):
-    """Yields this rank's (index, position) pairs for global steps start..stop-1 (see module docstring)."""
-
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int, start: int, stop: int):
-        if n < 1:
-            raise ValueError("the training dataset is empty")
-        if batch_size % world:
-            raise ValueError(f"global batch_size {batch_size} is not divisible by world size {world}")
-        self.n, self.bs, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
-        self.start, self.stop, self._perm = start, stop, (None, None)
-
-    def index(self, pos: int) -> int:
-        """Dataset index at global sample position `pos` (epoch e = a seeded permutation)."""
-        epoch = pos // self.n
-        if self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = (epoch, torch.randperm(self.n, generator=g).tolist())
-        return self._perm[1][pos % self.n]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        per = self.bs // self.world
-        for s in range(self.start, self.stop):
-            first = s * self.bs + self.rank * per
-            yield [(self.index(p), p) for p in range(first, first + per)]
-
-    def __len__(self) -> int:
-        return max(self.stop - self.start, 0)
-
-
-@contextmanager
-def seeded(seed: int):
-    """Run a block under python/numpy/torch RNGs seeded with `seed`, restoring the outer states after."""
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
-class SeededDataset(Dataset):
-    """Fetches item `index` under RNGs seeded from (seed, position): dataset randomness resumes exactly."""
-
-    def __init__(self, ds: Dataset, seed: int):
-        self.ds, self.seed = ds, seed
-
-    def __getitem__(self, item: tuple[int, int]):
-        idx, pos = item
-        with seeded((self.seed * 1_000_003 + pos) % 2**63):
-            return self.ds[idx]
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-
-# ---------------------------------------------------------------------------------------------
-# CSV log (wide; the header grows when a new metric appears, e.g. GAN losses after warm-up)
-# ---------------------------------------------------------------------------------------------
-
-class CSVLog:
-    """Append-only metrics table at <run_dir>/log.csv (rank 0 writes)."""
-
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
-        self.rows: list[dict[str, str]] = []
-        if path.exists():  # drop rows a killed run logged after its last checkpoint
-            with open(path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
-        self.cols = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
-        self._rewrite()
-
-    def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.cols)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-    def append(self, row: dict[str, float]) -> None:
-        row = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in row.items()}
-        self.rows.append(row)
-        if set(row) - set(self.cols):
-            self.cols += [k for k in row if k not in self.cols]
-            self._rewrite()
-        else:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.cols).writerow(row)
 
 
 # ---------------------------------------------------------------------------------------------
