@@ -58,12 +58,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from presto_lib import checkpoint as ckpt
-from presto_lib.train_utils import (CSVLog, SeededDataset, StepSampler, _barrier, cleanup_distributed, seeded,
-                                    setup_distributed)
+from presto_lib.train_utils import (CSVLog, MetricWindow, SeededDataset, StepSampler, _barrier, cleanup_distributed,
+                                    seeded, setup_distributed)
 
 __all__ = ["TrainConfig", "Context", "NonFiniteLossError", "train", "update_ema",
            # re-exported from presto_lib.train_utils
-           "setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog"]
+           "setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog",
+           "MetricWindow"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -77,7 +78,8 @@ class TrainConfig:
     max_steps: int                               # total optimisation steps (calls of step_fn)
     batch_size: int                              # global batch, split evenly over ranks
     ckpt_every: int = 500                        # also saved at the end and when stopping
-    log_every: int = 10                          # log.csv row = mean of metrics over this many steps
+    log_every: int = 10                          # log.csv row = mean of each metric over the steps of this
+                                                 # many that returned it (empty when none did)
     grad_clip: float | dict[str, float] | None = 1.0   # max grad norm (per optimiser name when a dict)
     ema_decay: float = 0.999                     # with warm-up min(decay, (1+s)/(10+s))
     amp: str = "auto"                            # "auto" (bf16 on CUDA), "bf16" or "none"
@@ -287,8 +289,7 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
 
     # ---- train ----
     t0 = t_log = time.time()
-    sums: dict[str, float] = {}
-    n_sum = 0
+    window = MetricWindow()
     bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.desc, disable=not ctx.is_main, dynamic_ncols=True,
                mininterval=1.0)
     try:
@@ -305,25 +306,23 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
                 update_ema(ctx.ema[k], ctx.raw[k], decay)
             ctx.step = step + 1
             # ---- metrics: mean over ranks, NaN guard, log ----
-            keys = sorted(metrics)
+            keys = sorted(metrics)        # same keys on every rank at a step (turn-only metrics follow `step`)
             vals = ctx.all_mean(torch.tensor([_scalar(metrics[k]) for k in keys], dtype=torch.float64))
             if not torch.isfinite(vals).all():
                 bad = [k for k, v in zip(keys, vals.tolist()) if not math.isfinite(v)]
                 raise NonFiniteLossError(f"non-finite {bad} at step {ctx.step}; the run stopped and the last good "
                                          f"checkpoint in {run_dir / 'checkpoints'} is intact")
-            for k, v in zip(keys, vals.tolist()):
-                sums[k] = sums.get(k, 0.0) + v
-            n_sum += 1
+            window.add(dict(zip(keys, vals.tolist())))
             bar.update(1)
             if ctx.step % cfg.log_every == 0 or ctx.step == stop:
                 now = time.time()
-                row = {k: v / n_sum for k, v in sums.items()}
-                sps = n_sum * cfg.batch_size / max(now - t_log, 1e-9)
+                row = window.means()              # per metric, over the steps that returned it
+                sps = window.steps * cfg.batch_size / max(now - t_log, 1e-9)
                 if ctx.is_main:
                     log.append({"step": ctx.step, "wall_s": wall0 + now - t0, "samples_per_s": sps, **row})
                     shown = sorted(row, key=lambda k: ("loss" not in k, k))[:4]   # losses first
                     bar.set_postfix({**{k: f"{row[k]:.3g}" for k in shown}, "samples/s": f"{sps:.1f}"})
-                sums, n_sum, t_log = {}, 0, now
+                window, t_log = MetricWindow(), now
             if ctx.step % cfg.ckpt_every == 0 or ctx.step == stop:
                 _save(ctx, meta_now())
     finally:

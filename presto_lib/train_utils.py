@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog"]
+__all__ = ["setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog",
+           "MetricWindow"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,11 +116,40 @@ class SeededDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
+# Metric means over a log window
+# ---------------------------------------------------------------------------------------------
+
+class MetricWindow:
+    """Per-metric means over the steps of a log window that reported that metric.
+
+    A step function may return a metric on some steps only (Presto-S's generator-turn losses, 1 step in
+    fake_updates + 1, Algorithm 1 line 4; GAN losses after a warm-up): its mean is over the steps that
+    returned it, not the whole window, and a window where no step returned it has no value for it.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps = 0                           # steps in the window, reporting or not
+
+    def add(self, metrics: dict[str, float]) -> None:
+        """Accumulate one step's metrics."""
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        """Each metric's mean over the steps that reported it."""
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
+
+
+# ---------------------------------------------------------------------------------------------
 # CSV log (wide; the header grows when a new metric appears, e.g. GAN losses after warm-up)
 # ---------------------------------------------------------------------------------------------
 
 class CSVLog:
-    """Append-only metrics table at <run_dir>/log.csv (rank 0 writes)."""
+    """Append-only metrics table at <run_dir>/log.csv (rank 0 writes; a metric missing from a row is empty)."""
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path

@@ -123,6 +123,21 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     assert set(st["modules"]) == {"gen", "disc"} and set(st["ema"]) == {"gen"} and st["step"] == 3
 
 
+# ---- log.csv: each metric averaged over the steps that returned it ----
+
+def test_metric_reported_on_some_steps_is_logged_at_its_true_mean(tmp_path):
+    k = 3                                               # like Presto-S's generator turn: 1 step in k
+
+    def sparse(ctx, batch, step):
+        return {"loss": 1.0, **({"rare": float(step)} if step % k == k - 1 else {})}
+    run(tmp_path / "wide", step_fn=sparse, max_steps=12, log_every=6)
+    rows = log_rows(tmp_path / "wide")
+    assert [float(r["loss"]) for r in rows] == [1.0, 1.0]
+    assert [float(r["rare"]) for r in rows] == [(2 + 5) / 2, (8 + 11) / 2], "not divided by the whole window"
+    run(tmp_path / "narrow", step_fn=sparse, max_steps=6, log_every=2)   # windows {0,1}, {2,3}, {4,5}
+    assert [r["rare"] for r in log_rows(tmp_path / "narrow")] == ["", "2", "5"], "no report: an empty cell"
+
+
 # ---- NaN guard ----
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
