@@ -145,13 +145,18 @@ runs
 
 # %% [markdown]
 # Training curves of the Presto-S run: the distribution-matching loss (its gradient is eq. 5), the fake score
-# model's DSM loss on generator outputs (eq. 6), and the two sides of the least-squares GAN.
+# model's DSM loss on generator outputs (eq. 6), and the two sides of the least-squares GAN. Each point is a
+# metric's mean over the iterations of a log window that ran its turn (generator or fake score, Algorithm 1
+# line 4); a window shorter than `fake_updates + 1` iterations may hold no generator turn, and its cell is empty.
 
 # %%
 log = pd.read_csv(OUT / PS["presto_s_run"] / "run" / "log.csv")
 cols = [c for c in ("loss_dmd", "dmd_grad_rms", "loss_fake_dsm", "loss_gan_g", "loss_gan_d", "d_real_acc")
         if c in log]
-log.plot(x="step", y=cols, subplots=True, figsize=(10, 8), title=f"Presto-S ({PS['presto_s_run']}) training log")
+fig, axes = plt.subplots(len(cols), 1, figsize=(10, 8), sharex=True, squeeze=False)
+for ax, c in zip(axes[:, 0], cols):
+    log.dropna(subset=[c]).plot(x="step", y=c, ax=ax)      # skip the windows without that turn
+fig.suptitle(f"Presto-S ({PS['presto_s_run']}) training log")
 plt.show()
 
 # %% [markdown]

@@ -71,13 +71,13 @@ def build_presto_s(base_dir: str | os.PathLike, cfg: PrestoSConfig, head: dict[s
 class PrestoSStep:
     """`step_fn(ctx, batch, step)` of `presto_lib.train.train`: one Algorithm 1 iteration per loop step.
 
-    Generator-only metrics appear on one step in fake_updates + 1, so every step reports the latest value of
-    every metric (the loop averages what each step returns over its log window). `crop_frames` > 0 trains on
-    one random window of that many latent frames per batch (the DiT is length-agnostic; a cheaper CPU step).
+    Each step returns the metrics of its own turn only (generator-turn metrics on one step in fake_updates + 1,
+    line 4); the loop averages each metric over the steps that returned it. `crop_frames` > 0 trains on one
+    random window of that many latent frames per batch (the DiT is length-agnostic; a cheaper CPU step).
     """
 
     def __init__(self, ps: PrestoS, crop_frames: int = 0):
-        self.ps, self.crop, self.last = ps, int(crop_frames), {}
+        self.ps, self.crop = ps, int(crop_frames)
 
     def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:
         from presto_lib.diffusion.score_model import batch_condition
@@ -87,8 +87,7 @@ class PrestoSStep:
             t0 = int(torch.randint(x.shape[-1] - self.crop + 1, ()))
             x = x[..., t0:t0 + self.crop]
         cond = batch_condition(batch, ctx.device)
-        self.last.update(self.ps.step(x, cond, step, ctx.backward_and_step, players=ctx.modules))
-        return dict(self.last)
+        return self.ps.step(x, cond, step, ctx.backward_and_step, players=ctx.modules)
 
 
 def distill(ps: PrestoS, latents_dir: str | os.PathLike, run_dir: str | os.PathLike, p: dict[str, Any],
