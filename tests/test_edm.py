@@ -210,3 +210,17 @@ def test_gaussian_mixture_denoiser_is_tweedie():
     assert k_near.tolist() == [0, 2] and d_near.tolist() == pytest.approx([0.5, 2.0])
     with pytest.raises(ValueError, match="means"):
         edm.GaussianMixture(torch.zeros(3), 0.1)
+
+
+def test_distillation_configs_share_the_edm_noise_settings():
+    from presto_lib.distill.presto_l import PrestoLConfig
+    from presto_lib.distill.presto_s import PrestoSConfig
+
+    base = edm.EDMConfig()
+    assert (base.sigma_data, base.p_mean, base.p_std) == (edm.SIGMA_DATA, edm.P_MEAN, edm.P_STD)
+    assert (base.sigma_min, base.sigma_max, base.rho) == (edm.SIGMA_MIN, edm.SIGMA_MAX, edm.RHO)
+    for cls in (PrestoLConfig, PrestoSConfig):
+        cfg = cls.from_dict({"sigma_max": 40.0})
+        assert isinstance(cfg, edm.EDMConfig) and cfg.sigma_max == 40.0 and cfg.rho == edm.RHO
+        assert {k: cfg.to_dict()[k] for k in edm.EDM_KEYS} == {**vars(base), "sigma_max": 40.0}
+        assert cls.from_dict(cfg.to_dict()) == cfg

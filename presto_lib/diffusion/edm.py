@@ -14,6 +14,7 @@ Noise levels are continuous everywhere. Training draws ln(sigma) ~ N(P_mean, P_s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Callable, Literal
 
 import torch
@@ -24,6 +25,22 @@ P_MEAN, P_STD = -0.4, 1.0
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
 SigmaLike = float | Tensor
+
+
+# ---- noise settings shared by the distillation configs ------------------------------------------
+
+@dataclass
+class EDMConfig:
+    """EDM noise settings shared by PrestoLConfig and PrestoSConfig; field names are the params' `edm` keys."""
+    sigma_data: float = SIGMA_DATA      # data std of the preconditioning (eq. 4)
+    p_mean: float = P_MEAN              # training noise: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = P_STD
+    sigma_min: float = SIGMA_MIN        # inference noise: eq. 9's range and warp
+    sigma_max: float = SIGMA_MAX
+    rho: float = RHO
+
+
+EDM_KEYS: tuple[str, ...] = tuple(f.name for f in fields(EDMConfig))   # the params' `edm` keys a config takes
 
 
 # ---- preconditioning (eq. 4; EDM Table 1) -------------------------------------------------------

@@ -42,7 +42,7 @@ __all__ = ["PrestoLConfig", "VARIANTS", "variant_config", "BudgetEmbedder", "Bud
 # ---- configuration -------------------------------------------------------------------------------------
 
 @dataclass
-class PrestoLConfig:
+class PrestoLConfig(edm.EDMConfig):
     """A layer-dropping fine-tune; the defaults are Presto-L with the D3 schedule (sec. 4.3)."""
     schedule: str | list = "d3"   # "d3", "presto_ls" or dropped blocks per quintile for a `ref_depth` model
     ref_depth: int = REF_DEPTH    # depth the schedule is written for (scaled to the model's depth)
@@ -53,12 +53,7 @@ class PrestoLConfig:
     sigma_dist: str = "train"     # fine-tune noise: DSM's log-normal (ASE / the paper) or "inf" (eq. 9)
     cond_dropout: float = 0.1     # as the base model (A.1), so CFG / CFG++ keep working
     budget_scale: float = 1000.0  # dropped fraction in [0, 1) -> the range of DiT's sinusoidal timestep features
-    sigma_data: float = edm.SIGMA_DATA
-    p_mean: float = edm.P_MEAN
-    p_std: float = edm.P_STD
-    sigma_min: float = edm.SIGMA_MIN
-    sigma_max: float = edm.SIGMA_MAX
-    rho: float = edm.RHO
+    # sigma_data, p_mean, p_std, sigma_min, sigma_max, rho: inherited from edm.EDMConfig
 
     def __post_init__(self):
         if self.sigma_dist not in ("train", "inf"):

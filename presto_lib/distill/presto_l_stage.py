@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from presto_lib.diffusion.edm import EDM_KEYS
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.distill.presto_l import (VARIANTS, LayerDropModel, PrestoLConfig, PrestoLStep,
                                          save_layer_drop_model, variant_config)
@@ -39,7 +40,7 @@ PATH_KEYS = ("base_model", "vae", "latents", "manifest", "out_dir", "samples_dir
 def stage_config(variant: str, params: dict[str, Any]) -> PrestoLConfig:
     """The PrestoLConfig of a variant under the `presto_l` params group (and the EDM group's noise settings)."""
     pl, e = params["presto_l"], params.get("edm", {})
-    noise = {k: e[k] for k in ("sigma_data", "p_mean", "p_std", "sigma_min", "sigma_max", "rho") if k in e}
+    noise = {k: e[k] for k in EDM_KEYS if k in e}            # PrestoLConfig extends edm.EDMConfig
     return variant_config(variant, **noise, **{k: pl[k] for k in CONFIG_KEYS if k in pl})
 
 

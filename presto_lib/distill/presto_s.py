@@ -34,7 +34,7 @@ DISTS = ("train", "inf")
 # ---- configuration -------------------------------------------------------------------------------
 
 @dataclass
-class PrestoSConfig:
+class PrestoSConfig(edm.EDMConfig):
     """Algorithm 1's inputs; defaults are the paper's final choice (sec. 4.2: p_gen inf, the rest train, LSGAN)."""
     p_gen: str = "inf"            # generator input noise (line 1)
     p_dmd: str = "train"          # distribution-matching noise (line 5)
@@ -49,12 +49,7 @@ class PrestoSConfig:
     nu2: float = 1e-2             # discriminator GAN weight (line 19)
     fake_updates: int = 5         # fake-score updates per generator update (sec. 3.1)
     dmd_normalize: bool = True    # DMD2: divide (mu_fake - mu_real) by mean |x_gen - mu_real| per example
-    sigma_data: float = edm.SIGMA_DATA
-    p_mean: float = edm.P_MEAN
-    p_std: float = edm.P_STD
-    sigma_min: float = edm.SIGMA_MIN
-    sigma_max: float = edm.SIGMA_MAX
-    rho: float = edm.RHO
+    # sigma_data, p_mean, p_std, sigma_min, sigma_max, rho: inherited from edm.EDMConfig
 
     def __post_init__(self):
         for k in ("p_gen", "p_dmd", "p_dsm", "p_gan"):

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from presto_lib.diffusion.edm import EDM_KEYS
 from presto_lib.diffusion.sampling import sample_pingpong
 from presto_lib.distill.discriminator import DiscriminatorHead
 from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, discrete_levels, init_from_base,
@@ -37,7 +38,7 @@ from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, disc
 
 __all__ = ["run_config", "build_presto_s", "PrestoSStep", "distill", "schedule", "generator_sampler", "main"]
 
-NOISE_KEYS = ("sigma_data", "p_mean", "p_std", "sigma_min", "sigma_max", "rho")
+NOISE_KEYS = EDM_KEYS          # the `edm` params a run inherits (PrestoSConfig extends edm.EDMConfig)
 
 
 def run_config(run: str, params: dict[str, Any]) -> PrestoSConfig:
