@@ -9,7 +9,7 @@ import torch
 from presto_lib.data.latents import LatentCodec, LatentNorm
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.diffusion.score_model import build_score_model, save_score_model
-from presto_lib.eval.latency import LatencyResult, measure_latency, real_time_factor
+from presto_lib.eval.latency import LatencyResult, measure_latency, real_time_factor, time_systems
 from presto_lib.models.text import get_text_encoder
 from presto_lib.models.vae import VAE, VAEConfig, save_vae
 
@@ -114,3 +114,14 @@ def test_latency_and_rtf_on_a_dummy_function():
         real_time_factor(fn, audio_seconds=0.0)
     with pytest.raises(ValueError):
         measure_latency(fn, repeats=0)
+
+
+def test_time_systems_reports_every_system_with_its_decode_share():
+    calls = {"a": 0, "b": 0, "dec": 0}
+    bump = lambda k: calls.__setitem__(k, calls[k] + 1)
+    df = time_systems({"a": lambda: bump("a"), "b": lambda: bump("b")}, lambda: bump("dec"), audio_seconds=4.0,
+                      repeats=3)
+    assert df["system"].tolist() == ["a", "b"] and calls == {"a": 4, "b": 4, "dec": 4}   # 1 warm-up + 3 timed
+    assert (df["rtf"] * df["latency_s"]).round(9).eq(4.0).all() and (df["generation_s"] >= 0).all()
+    with pytest.raises(ValueError):
+        time_systems({"a": lambda: None}, lambda: None, audio_seconds=0.0)

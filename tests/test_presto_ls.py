@@ -235,7 +235,7 @@ def test_fig8_curves_pairs_each_generator_turn_with_the_fake_turns_before_it():
         fig8_curves(log.assign(generator_turn=0.5))
 
 
-# ---- stage glue: the shared Table 2 and the latency table ----
+# ---- stage glue: the shared Table 2 ----
 
 def test_upsert_rows_replaces_by_model_and_keeps_the_others(tmp_path):
     from presto_lib.distill.presto_ls_stage import upsert_rows
@@ -249,16 +249,3 @@ def test_upsert_rows_replaces_by_model_and_keeps_the_others(tmp_path):
     assert table.shape == back.shape and "| Presto-LS" in path.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match="key column"):
         upsert_rows(path, pd.DataFrame({"system": ["x"]}))
-
-
-def test_time_systems_reports_every_system_with_its_decode_share():
-    from presto_lib.distill.presto_ls_stage import time_systems
-
-    calls = {"a": 0, "b": 0, "dec": 0}
-    bump = lambda k: calls.__setitem__(k, calls[k] + 1)
-    df = time_systems({"a": lambda: bump("a"), "b": lambda: bump("b")}, lambda: bump("dec"), audio_seconds=4.0,
-                      repeats=3)
-    assert df["system"].tolist() == ["a", "b"] and calls == {"a": 4, "b": 4, "dec": 4}   # 1 warm-up + 3 timed
-    assert (df["rtf"] * df["latency_s"]).round(9).eq(4.0).all() and (df["generation_s"] >= 0).all()
-    with pytest.raises(ValueError):
-        time_systems({"a": lambda: None}, lambda: None, audio_seconds=0.0)

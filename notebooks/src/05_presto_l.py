@@ -52,8 +52,7 @@ from presto_lib.distill.layer_drop import REF_DEPTH, SCHEDULES, DropSchedule, hi
 from presto_lib.distill.presto_l import VARIANTS, LayerDropModel, load_layer_drop_model, presto_l_loss
 from presto_lib.distill.presto_l_stage import sampling_config, stage_config
 from presto_lib.eval import evaluate as EV
-from presto_lib.distill.presto_ls_stage import time_systems
-from presto_lib.eval.latency import measure_latency
+from presto_lib.eval.latency import measure_latency, time_systems
 
 PL, M = P["presto_l"], P["metrics"]
 SEED = int(P["common"]["seed"])

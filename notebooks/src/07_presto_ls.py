@@ -48,9 +48,10 @@ from presto_lib.distill.layer_drop import D3_SCHEDULE, DropSchedule, hidden_vari
 from presto_lib.distill.presto_l import load_layer_drop_model
 from presto_lib.distill.presto_l_stage import sampling_config
 from presto_lib.distill.presto_ls import FIG8_METRICS, SETUPS, fig8_curves, fig8_summary
-from presto_lib.distill.presto_ls_stage import time_systems, upsert_rows
+from presto_lib.distill.presto_ls_stage import upsert_rows
 from presto_lib.distill.presto_s_stage import generator_sampler, run_config, schedule
 from presto_lib.eval.evaluate import Evaluator
+from presto_lib.eval.latency import time_systems
 
 LS, PS, PL, MC = P["presto_ls"], P["presto_s"], P["presto_l"], P["metrics"]
 SEED = int(P["common"]["seed"])

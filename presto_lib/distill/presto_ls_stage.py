@@ -23,15 +23,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
 
 from presto_lib.distill.presto_ls import SETUPS, build_setup
 
-__all__ = ["layer_config", "distill_setup", "load_generator", "run_layer", "run_distill", "time_systems",
-           "upsert_rows", "main"]
+__all__ = ["layer_config", "distill_setup", "load_generator", "run_layer", "run_distill", "upsert_rows", "main"]
 
 OUT = Path("data/presto_ls")
 
@@ -85,34 +84,7 @@ def load_generator(path_dir: str | os.PathLike, device: str = "cpu"):
     return load_layer_drop_model(path_dir, device) if "presto_l" in cfg else load_score_model(path_dir, device)
 
 
-# ---- latency (A.6) and the shared Table 2 -----------------------------------------------------------------
-
-def time_systems(systems: dict[str, Callable[[], Any]], decode: Callable[[], Any], audio_seconds: float,
-                 repeats: int = 5, warmup: int = 1) -> pd.DataFrame:
-    """Median end-to-end latency (generation + decode, b = 1) of each system, its decode share, RTF (A.6).
-
-    Rounds are interleaved (every system once per round, then the VAE decode alone), so a change of machine
-    load during the measurement hits every system alike. RTF = audio_seconds / latency.
-    """
-    from presto_lib.eval.latency import measure_latency
-
-    if repeats < 1 or audio_seconds <= 0:
-        raise ValueError(f"need repeats >= 1 and audio_seconds > 0, got {repeats}, {audio_seconds}")
-    jobs = {**systems, "__decode__": decode}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in jobs.values():
-                fn()
-    times: dict[str, list[float]] = {k: [] for k in jobs}
-    for _ in range(repeats):
-        for k, fn in jobs.items():
-            times[k] += measure_latency(fn, warmup=0, repeats=1).times_s
-    med = {k: float(pd.Series(v).median()) for k, v in times.items()}
-    rows = [{"system": k, "latency_s": med[k], "decode_s": med["__decode__"],
-             "generation_s": max(med[k] - med["__decode__"], 0.0), "rtf": audio_seconds / med[k],
-             "repeats": repeats} for k in systems]
-    return pd.DataFrame(rows)
-
+# ---- the shared Table 2 -----------------------------------------------------------------------------------
 
 def upsert_rows(path: str | os.PathLike, rows: pd.DataFrame, key: str = "Model") -> pd.DataFrame:
     """Replace (or append) the rows of a shared results table whose `key` matches; returns the whole table."""

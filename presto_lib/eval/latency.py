@@ -3,7 +3,8 @@
     RTF_b(theta) = b * T_theta / latency_theta(b)                         (paper A.6)
 
 with T_theta the seconds of contiguous audio one call generates and latency_theta(b) the wall time of a batch of
-b samples. The paper's Table 2 uses b = 1; higher is better (RTF > 1 means faster than real time).
+b samples. The paper's Table 2 uses b = 1; higher is better (RTF > 1 means faster than real time). `time_systems`
+times several systems in interleaved rounds for a table's latency columns.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+import pandas as pd
 import torch
 
-__all__ = ["LatencyResult", "measure_latency", "real_time_factor", "synchronize"]
+__all__ = ["LatencyResult", "measure_latency", "real_time_factor", "synchronize", "time_systems"]
 
 
 @dataclass
@@ -85,3 +87,30 @@ def real_time_factor(fn: Callable[[], Any], audio_seconds: float, *, warmup: int
         raise ValueError(f"audio_seconds must be > 0 for an RTF, got {audio_seconds}")
     return measure_latency(fn, warmup=warmup, repeats=repeats, audio_seconds=audio_seconds,
                            batch_size=batch_size, device=device)
+
+
+# ---- several systems side by side (Table 2's latency columns, A.6) ----------------------------------------
+
+def time_systems(systems: dict[str, Callable[[], Any]], decode: Callable[[], Any], audio_seconds: float,
+                 repeats: int = 5, warmup: int = 1) -> pd.DataFrame:
+    """Median end-to-end latency (generation + decode, b = 1) of each system, its decode share, RTF (A.6).
+
+    Rounds are interleaved (every system once per round, then the VAE decode alone), so a change of machine
+    load during the measurement hits every system alike. RTF = audio_seconds / latency.
+    """
+    if repeats < 1 or audio_seconds <= 0:
+        raise ValueError(f"need repeats >= 1 and audio_seconds > 0, got {repeats}, {audio_seconds}")
+    jobs = {**systems, "__decode__": decode}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in jobs.values():
+                fn()
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, fn in jobs.items():
+            times[k] += measure_latency(fn, warmup=0, repeats=1).times_s
+    med = {k: float(pd.Series(v).median()) for k, v in times.items()}
+    rows = [{"system": k, "latency_s": med[k], "decode_s": med["__decode__"],
+             "generation_s": max(med[k] - med["__decode__"], 0.0), "rtf": audio_seconds / med[k],
+             "repeats": repeats} for k in systems]
+    return pd.DataFrame(rows)
