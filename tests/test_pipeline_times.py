@@ -37,7 +37,9 @@ def project(tmp_path):
     (tmp_path / "data/executed/01.ipynb").write_text(json.dumps(nb))
     touch(tmp_path / "results/fig.png", T0 + 89)
     touch(tmp_path / "data/train/a/model/w.safetensors", T0 + 200)
-    touch(tmp_path / "data/train/a/log.csv", T0 + 150)
+    (tmp_path / "data/train/a").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data/train/a/log.csv").write_text("step,wall_s,loss\n10,40.0,1.0\n20,400.0,0.5\n")   # resumed
+    os.utime(tmp_path / "data/train/a/log.csv", (T0 + 150, T0 + 150))
     touch(tmp_path / "results/tables/pipeline_times.csv", T0 - 1000)
     return tmp_path
 
@@ -56,6 +58,13 @@ def test_write_times_adds_a_total_row(project, tmp_path):
     out = write_times(stage_times("dvc.lock", project), tmp_path / "t/pipeline_times.csv")
     table = pd.read_csv(out)
     assert table["stage"].iloc[-1] == "TOTAL" and table["seconds"].iloc[-1] == pytest.approx(200.0)
+    rows = table.set_index("stage")
+    assert rows.loc["SUM", "seconds"] == pytest.approx(50.0 + 30.0 + 110.0)
+    # train@a logged 400 s of training over its resumed parts, more than its 110 s in this run
+    assert rows.loc["train@a", "train_logged_s"] == pytest.approx(400.0)
+    assert rows.loc["train@a", "full_run_s"] == pytest.approx(400.0)
+    assert rows.loc["nb01", "full_run_s"] == pytest.approx(30.0) and pd.isna(rows.loc["nb01", "train_logged_s"])
+    assert rows.loc["SUM", "full_run_s"] == pytest.approx(50.0 + 30.0 + 400.0)
     assert "| TOTAL" in out.with_suffix(".md").read_text()
 
 

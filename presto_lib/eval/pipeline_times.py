@@ -17,6 +17,11 @@ The stages and their outputs come from dvc.lock, which DVC rewrites as each stag
 The total is the last end minus the first start. The numbers describe one full run (`make repro` from a fresh
 clone, which excludes its set-up); after a partial rerun, the stages DVC skipped keep the times of the run that
 made them (the `end_utc` column shows which).
+
+Resumed training: a stage whose training was killed and resumed (or continued to more steps) spends only the
+last part in its final run. The shared training loop's `log.csv` keeps `wall_s` summed over every part, so
+`train_logged_s` reads it from the stage's outputs, and `full_run_s` = max(seconds, train_logged_s) is what the
+stage costs in one uninterrupted run (a lower bound). The SUM row adds up both columns over the stages.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-__all__ = ["read_lock", "papermill_times", "newest_mtime", "oldest_mtime", "stage_times", "write_times", "main"]
+__all__ = ["read_lock", "papermill_times", "newest_mtime", "oldest_mtime", "logged_train_seconds", "stage_times",
+           "write_times", "main"]
 
 
 def read_lock(lock: str | os.PathLike) -> dict[str, dict]:
@@ -86,9 +92,26 @@ def oldest_mtime(paths: list[str], root: str | os.PathLike = ".") -> float | Non
     return min(times) if times else None
 
 
+def logged_train_seconds(paths: list[str], root: str | os.PathLike = ".") -> float | None:
+    """Training wall time logged by the shared loop under `paths`: the last `wall_s` of each log.csv, summed
+    (it accumulates over resumed parts); None when there is no such log."""
+    total, found = 0.0, False
+    for f in _files(paths, Path(root)):
+        if f.name != "log.csv":
+            continue
+        try:
+            wall = pd.read_csv(f, usecols=["wall_s"])["wall_s"].dropna()
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            continue                                   # not a training log
+        if len(wall):
+            total, found = total + float(wall.iloc[-1]), True
+    return total if found else None
+
+
 def stage_times(lock: str | os.PathLike = "dvc.lock", root: str | os.PathLike = ".",
                 exclude: tuple[str, ...] = ("pipeline_times",)) -> pd.DataFrame:
-    """One row per stage in run order: stage, kind, start, end (POSIX s), seconds, method (see module docstring).
+    """One row per stage in run order: stage, kind, start, end (POSIX s), seconds, method, train_logged_s
+    (see module docstring).
 
     `exclude`: stages left out (this table's own stage, whose output is the table being written).
     """
@@ -98,16 +121,18 @@ def stage_times(lock: str | os.PathLike = "dvc.lock", root: str | os.PathLike = 
         if name in exclude:
             continue
         nbs = [o for o in st["outs"] if o.endswith(".ipynb")]
+        logged = {"train_logged_s": logged_train_seconds(st["outs"], root)}
         pm = papermill_times(root / nbs[0]) if nbs and st["cmd"].lstrip().startswith("papermill") else None
         if pm:
-            rows.append({"stage": name, "kind": "notebook", "start": pm[0], "end": pm[1], "method": "papermill"})
+            rows.append({"stage": name, "kind": "notebook", "start": pm[0], "end": pm[1], "method": "papermill",
+                         **logged})
             continue
         end = newest_mtime(st["outs"], root)
         if end is not None:
             rows.append({"stage": name, "kind": "cli", "start": None, "end": end, "method": "after previous stage",
-                         "_oldest": oldest_mtime(st["outs"], root)})
+                         "_oldest": oldest_mtime(st["outs"], root), **logged})
     if not rows:
-        return pd.DataFrame(columns=["stage", "kind", "start", "end", "seconds", "method"])
+        return pd.DataFrame(columns=["stage", "kind", "start", "end", "seconds", "method", "train_logged_s"])
     df = pd.DataFrame(rows).sort_values("end", kind="stable").reset_index(drop=True)
     for i in df.index[df["start"].isna()]:
         if i == 0:
@@ -119,18 +144,25 @@ def stage_times(lock: str | os.PathLike = "dvc.lock", root: str | os.PathLike = 
 
 
 def write_times(df: pd.DataFrame, out_csv: str | os.PathLike) -> Path:
-    """CSV + Markdown with one row per stage and a final TOTAL row (first start to last end)."""
+    """CSV + Markdown: one row per stage, a SUM row (stage times and full-run times added up) and a TOTAL row
+    (first start to last end)."""
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     iso = lambda t: datetime.fromtimestamp(float(t), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    logged = pd.to_numeric(df.get("train_logged_s", pd.Series(index=df.index, dtype=float)), errors="coerce")
+    full = pd.concat([df["seconds"].astype(float), logged], axis=1).max(axis=1)
     table = pd.DataFrame({"stage": df["stage"], "kind": df["kind"], "seconds": df["seconds"].round(1),
-                          "minutes": (df["seconds"] / 60).round(2), "start_utc": df["start"].map(iso),
+                          "minutes": (df["seconds"] / 60).round(2), "train_logged_s": logged.round(1),
+                          "full_run_s": full.round(1), "start_utc": df["start"].map(iso),
                           "end_utc": df["end"].map(iso), "method": df["method"]})
     if len(df):
         t0, t1 = float(df["start"].min()), float(df["end"].max())
+        added = {"stage": "SUM", "kind": "", "seconds": round(float(df["seconds"].sum()), 1),
+                 "minutes": round(float(df["seconds"].sum()) / 60, 2), "full_run_s": round(float(full.sum()), 1),
+                 "method": "stages added up; full_run_s: one uninterrupted run"}
         total = {"stage": "TOTAL", "kind": "", "seconds": round(t1 - t0, 1), "minutes": round((t1 - t0) / 60, 2),
                  "start_utc": iso(t0), "end_utc": iso(t1), "method": "first start to last end"}
-        table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+        table = pd.concat([table, pd.DataFrame([added, total])], ignore_index=True)
     tmp = out.with_suffix(".csv.tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out)
