@@ -66,6 +66,7 @@ def test_write_times_adds_a_total_row(project, tmp_path):
     assert rows.loc["nb01", "full_run_s"] == pytest.approx(30.0) and pd.isna(rows.loc["nb01", "train_logged_s"])
     assert rows.loc["SUM", "full_run_s"] == pytest.approx(50.0 + 30.0 + 400.0)
     assert "| TOTAL" in out.with_suffix(".md").read_text()
+    assert "nan" not in out.with_suffix(".md").read_text()
 
 
 def test_papermill_times_and_missing_lock(tmp_path):

@@ -166,7 +166,8 @@ def write_times(df: pd.DataFrame, out_csv: str | os.PathLike) -> Path:
     tmp = out.with_suffix(".csv.tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out)
-    out.with_suffix(".md").write_text(table.to_markdown(index=False) + "\n")
+    blank = table.astype(object).where(table.notna(), "")       # empty cells, not "nan", in the Markdown
+    out.with_suffix(".md").write_text(blank.to_markdown(index=False) + "\n")
     return out
 
 
