@@ -12,7 +12,7 @@ from presto_lib.eval import evaluate as E
 from presto_lib.eval import metrics as M
 from presto_lib.eval.corpus_clap import CorpusClap, load_corpus_clap, save_corpus_clap
 from presto_lib.eval.degrade import add_noise, degrade, lowpass, time_shuffle
-from presto_lib.eval.embeddings import get_embedder
+from presto_lib.eval.backbones import get_embedder
 
 SR, N = 8000, 10
 

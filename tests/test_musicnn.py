@@ -80,7 +80,7 @@ def test_window_starts_cover_clip_evenly():
 
 
 def test_embed_audio_is_mean_of_patch_features(fx):
-    from presto_lib.eval.embeddings import get_embedder
+    from presto_lib.eval.backbones import get_embedder
     emb = get_embedder("musicnn")
     wave = fx["wave"].astype(np.float32) / 32768.0                  # 3.5 s: windows at frames 0 and 32
     got = emb.embed_audio([wave, wave[:16000]], 16000)              # second clip: 1 s, repeat-padded
@@ -94,7 +94,7 @@ def test_embed_audio_is_mean_of_patch_features(fx):
 
 
 def test_embed_audio_inputs_and_errors():
-    from presto_lib.eval.embeddings import get_embedder
+    from presto_lib.eval.backbones import get_embedder
     emb = get_embedder("musicnn-max_pool")
     x = np.random.default_rng(0).normal(scale=0.1, size=(2, 1, 8000 * 3)).astype(np.float32)
     assert emb.embed_audio(x, 8000).shape == (2, 753)               # [N, C, T] at 8 kHz, resampled

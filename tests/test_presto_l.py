@@ -255,7 +255,7 @@ class StubT2M:
 def test_curve_folder_is_the_head_of_the_table_folder(tmp_path):
     import pandas as pd
     from presto_lib.audio import load_audio
-    from presto_lib.distill.presto_l_stage import generate_all
+    from presto_lib.stages.presto_l import generate_all
     prompts = [{"caption": f"tune {i}", "bpm": 90.0 + i} for i in range(5)]
     runs = generate_all(StubT2M(), prompts[:3], [2, 4], tmp_path / "run", (prompts, 4, tmp_path / "table"), 2, 7)
     direct = generate_all(StubT2M(), prompts[:3], [4], tmp_path / "direct", None, 2, 7)

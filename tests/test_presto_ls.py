@@ -13,7 +13,7 @@ from presto_lib.distill.presto_l import LayerDropModel, variant_config
 from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, build_setup, dit_of,
                                           fig8_curves, fig8_summary, reduced_layer_config)
 from presto_lib.distill.presto_s import PrestoSConfig
-from presto_lib.distill.presto_s_stage import PrestoSStep
+from presto_lib.distill.generator import PrestoSStep
 from presto_lib.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -235,17 +235,4 @@ def test_fig8_curves_pairs_each_generator_turn_with_the_fake_turns_before_it():
         fig8_curves(log.assign(generator_turn=0.5))
 
 
-# ---- stage glue: the shared Table 2 ----
 
-def test_upsert_rows_replaces_by_model_and_keeps_the_others(tmp_path):
-    from presto_lib.distill.presto_ls_stage import upsert_rows
-
-    path = tmp_path / "t2.csv"
-    pd.DataFrame({"Model": ["DPM-2S", "Presto-S"], "MMD": [0.8, 0.9]}).to_csv(path, index=False)
-    upsert_rows(path, pd.DataFrame({"Model": ["Presto-LS"], "MMD": [0.7], "NFE": [4]}))
-    table = upsert_rows(path, pd.DataFrame({"Model": ["Presto-LS"], "MMD": [0.6], "NFE": [4]}))
-    back = pd.read_csv(path)
-    assert back["Model"].tolist() == ["DPM-2S", "Presto-S", "Presto-LS"] and back["MMD"].tolist() == [0.8, 0.9, 0.6]
-    assert table.shape == back.shape and "| Presto-LS" in path.with_suffix(".md").read_text()
-    with pytest.raises(ValueError, match="key column"):
-        upsert_rows(path, pd.DataFrame({"system": ["x"]}))

@@ -235,7 +235,8 @@ def _tiny_world(tmp_path):
 def test_stage_runs_algorithm1_in_the_training_loop(tmp_path):
     import pandas as pd
 
-    from presto_lib.distill.presto_s_stage import build_presto_s, distill
+    from presto_lib.distill.generator import build_presto_s
+    from presto_lib.stages.presto_s import distill
 
     w = _tiny_world(tmp_path)
     ps, _ = build_presto_s(w / "base", PrestoSConfig(), {"n_down": 1}, "cpu")
@@ -244,7 +245,7 @@ def test_stage_runs_algorithm1_in_the_training_loop(tmp_path):
     storage = lambda m: {p.data_ptr() for p in m.parameters()}
     assert not (storage(ps.G) & storage(ps.real)) and not (storage(ps.fake) & storage(ps.real))
     train = {"iterations": 12, "batch_size": 4, "crop_frames": 8, "lr_generator": 1e-3, "lr_fake": 1e-3,
-             "ckpt_every": 12, "log_every": 1}
+             "betas": [0.0, 0.99], "grad_clip": 10.0, "ema_decay": 0.0, "ckpt_every": 12, "log_every": 1}
     ctx = distill(ps, w / "latents", w / "run", train, seed=0)
     log = pd.read_csv(w / "run" / "log.csv")
     assert log.generator_turn.tolist() == ([0.0] * 5 + [1.0]) * 2
@@ -253,7 +254,8 @@ def test_stage_runs_algorithm1_in_the_training_loop(tmp_path):
 
 
 def test_run_config_merges_profile_layers():
-    from presto_lib.distill.presto_s_stage import run_config, schedule
+    from presto_lib.distill.generator import schedule
+    from presto_lib.stages.presto_s import run_config
 
     P = {"edm": {"sigma_max": 40.0}, "presto_s": {"algorithm": {"p_gen": "inf", "nu1": 0.5},
                                                  "runs": {"a": {"p_gen": "train"}, "b": None}}}

@@ -153,14 +153,16 @@ def _write_cache(root, n=6, frames=8, L=5, dim=D_TEXT):
                                                  "latent_scale": 1.5, "sample_rate": 800, "clip_samples": 64}))
 
 
-def test_train_base_exports_ema_resumes_and_restarts_on_new_settings(tmp_path, capsys):
-    from presto_lib.diffusion.score_model import train_base
+def test_train_base_exports_ema_resumes_and_refuses_new_settings(tmp_path, capsys):
+    from presto_lib.stages.base import train_base
+    from presto_lib.stages.common import ParamsChanged
 
     _write_cache(tmp_path / "latents")
     P = {"common": {"seed": 0}, "edm": {"sigma_data": 0.5, "p_mean": -0.4, "p_std": 1.0},
          "base": {"dit": dict(TINY, patch_size=2), "cond_dropout": 0.1, "lr": 1e-3, "betas": [0.9, 0.999],
                   "warmup_steps": 2, "batch_size": 2, "steps": 3, "grad_clip": 1.0, "ema_decay": 0.9,
-                  "ckpt_every": 100, "log_every": 1, "keep_checkpoints": 1}}
+                  "ckpt_every": 100, "log_every": 1, "keep_checkpoints": 1,
+                  "sample_posterior": False, "num_workers": 0}}
     out = tmp_path / "base"
     train_base(P, tmp_path / "latents", out)
     model, cfg = load_score_model(out / "model")
@@ -170,7 +172,9 @@ def test_train_base_exports_ema_resumes_and_restarts_on_new_settings(tmp_path, c
     ctx = train_base(P, tmp_path / "latents", out)
     assert ctx.step == 5 and "resumed" in capsys.readouterr().out
     assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5
-    P["base"]["lr"] = 5e-4                     # a training setting changed: start afresh
-    ctx = train_base(P, tmp_path / "latents", out)
-    assert ctx.step == 5 and "training afresh" in capsys.readouterr().out
+    P["base"]["lr"] = 5e-4                     # a training setting changed: refused, naming the key
+    with pytest.raises(ParamsChanged, match=r"base\.lr: 0\.001 -> 0\.0005"):
+        train_base(P, tmp_path / "latents", out)
+    ctx = train_base(P, tmp_path / "latents", out, restart=True)    # asked for: start afresh
+    assert ctx.step == 5 and "resumed" not in capsys.readouterr().out
     assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5

@@ -190,7 +190,8 @@ def _tiny_corpus(root):
 
 
 def test_train_vae_resumes_exports_and_restarts_on_new_params(tmp_path):
-    from presto_lib.models.vae_losses import train_vae
+    from presto_lib.stages.common import ParamsChanged
+    from presto_lib.stages.vae import train_vae
     P = render_profile("smoke")
     P["common"] = {**P["common"], "clip_seconds": 1.0}
     P["vae"] = {**P["vae"], "steps": 6, "gan_start": 3, "ckpt_every": 2, "scale_clips": 4}
@@ -204,6 +205,8 @@ def test_train_vae_resumes_exports_and_restarts_on_new_params(tmp_path):
     for (k, a), b in zip(fresh.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), f"{k}: resumed run differs from an uninterrupted one"
     P["vae"]["kl_weight"] = 1e-2                        # new params: the old run is not resumed
-    train_vae(P, manifest, out, stop_after=2)
+    with pytest.raises(ParamsChanged, match="vae.kl_weight"):
+        train_vae(P, manifest, out, stop_after=2)
+    train_vae(P, manifest, out, stop_after=2, restart=True)
     assert not (out / "model.safetensors").exists()
     assert len(pd_read(out / "log.csv")) == 1

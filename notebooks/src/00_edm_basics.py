@@ -20,10 +20,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("edm_basics", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import math
 from pathlib import Path
@@ -41,7 +41,7 @@ E = P["edm"]
 SEED = P["common"]["seed"]
 SD, PM, PS = E["sigma_data"], E["p_mean"], E["p_std"]
 SMIN, SMAX, RHO = E["sigma_min"], E["sigma_max"], E["rho"]
-FIG_DIR = Path("results/figures")
+FIG_DIR = S.figures
 FIG_DIR.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
 print(f"profile {P['profile']}: sigma_data={SD}, P_mean={PM}, P_std={PS}, sigma in [{SMIN}, {SMAX}], rho={RHO}")

@@ -27,9 +27,11 @@ params_file = "params.yaml"
 
 # %%
 import os
-from presto_lib.config import find_root, load_params
-os.chdir(find_root())
-P = load_params(params_file)
+
+from presto_lib.stages.common import start
+
+S = start("corpus", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import json
 from pathlib import Path
@@ -48,9 +50,8 @@ from presto_lib.data.folder import estimate_bpm
 from presto_lib.data.select import available_works
 from presto_lib.data.styles import STYLES
 
-torch.set_num_threads(2)
 C, COMMON = P["corpus"], P["common"]
-FIG, TAB = Path("results/figures"), Path("results/tables")
+FIG, TAB = S.figures, S.tables
 FIG.mkdir(parents=True, exist_ok=True)
 TAB.mkdir(parents=True, exist_ok=True)
 print(f"profile {P['profile']}: {COMMON['sample_rate']} Hz, {COMMON['clip_seconds']} s clips, "

@@ -25,10 +25,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("vae", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import math
 from pathlib import Path
@@ -47,14 +47,15 @@ from presto_lib.config import PROFILES, render_profile
 from presto_lib.data import ClipDataset
 from presto_lib.models.vae import VAE, VAEConfig, kl_divergence, load_vae
 from presto_lib.models.vae_losses import (build_vae_modules, lowpass_baseline, multiscale_mel_loss, reconstruct,
-                                          si_sdr, train_vae)
+                                          si_sdr)
+from presto_lib.stages.vae import train_vae
 
 V, COMMON = P["vae"], P["common"]
 torch.set_num_threads(V["threads"])
 SR, SEED = COMMON["sample_rate"], COMMON["seed"]
 MANIFEST = Path(P["corpus"]["out_dir"]) / "manifest.csv"
 OUT = Path(V["out_dir"])
-FIG, TAB = Path("results/figures"), Path("results/tables")
+FIG, TAB = S.figures, S.tables
 FIG.mkdir(parents=True, exist_ok=True)
 TAB.mkdir(parents=True, exist_ok=True)
 print(f"profile {P['profile']}: {SR} Hz, strides {V['strides']} (hop {math.prod(V['strides'])}), "

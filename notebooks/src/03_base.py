@@ -24,10 +24,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("base", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import json
 from pathlib import Path
@@ -44,17 +44,18 @@ from presto_lib.data import ClipDataset
 from presto_lib.data.latents import LatentDataset, collate_latents, read_meta
 from presto_lib.diffusion.edm import dsm_loss, edm_sigmas
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
-from presto_lib.diffusion.score_model import batch_condition, load_score_model, train_base
+from presto_lib.diffusion.score_model import batch_condition, load_score_model
+from presto_lib.stages.base import train_base
+from presto_lib.stages.tables import write_rows
 from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import measure_latency, real_time_factor
 
 B, E, M = P["base"], P["edm"], P["metrics"]
 SEED = int(P["common"]["seed"])
-TABLES, FIGS = Path("results/tables"), Path("results/figures")
+TABLES, FIGS = S.tables, S.figures
 for d in (TABLES, FIGS):
     d.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
-torch.set_num_threads(min(2, int(os.environ.get("PRESTO_THREADS", "2"))))
 print(f"profile {P['profile']}: DiT {B['dit']}, {B['steps']} steps of batch {B['batch_size']}, "
       f"sampling {B['sampler']} x {B['sample_steps']} steps, {B['guidance']} w={B['cfg_weight']}")
 
@@ -62,7 +63,7 @@ print(f"profile {P['profile']}: DiT {B['dit']}, {B['steps']} steps of batch {B['
 # ## 1. The latent cache
 #
 # Diffusion training visits every clip many times; the VAE encoder and the text encoder are frozen, so their
-# outputs never change. The `latents` stage (`python -m presto_lib.data.latents`) therefore stored, per split,
+# outputs never change. The `latents` stage (`python -m presto_lib.stages.latents`) therefore stored, per split,
 # the VAE posterior means, the caption's token embeddings and mask (all-MiniLM-L6-v2 here, T5 in the paper) and the
 # BPM label (with `base.sample_posterior` also the posterior standard deviation, to draw a fresh $z \sim q(z|x)$
 # each time). Training reads only these tensors; a cache over 2 GiB per split is memory-mapped and read per item.
@@ -309,14 +310,10 @@ print(f"RTF (b=1) = {pipe.seconds:.1f} s of audio / {rtf.median_s:.3f} s = {rtf.
 row = {"Model": "DPM-2S", "NFE": nfe, "RTF": rtf.rtf, "FAD": metrics_row["FAD"], "MMD": metrics_row["MMD"],
        CLAP: metrics_row.get(CLAP, np.nan), "Density": metrics_row["Density"], "Recall": metrics_row["Recall"],
        "Coverage": metrics_row["Coverage"]}
-table2_path = Path(B["table2"])
-table2 = pd.read_csv(table2_path) if table2_path.exists() else pd.DataFrame(columns=list(row))
-table2 = pd.concat([pd.DataFrame([row]), table2[table2.Model != row["Model"]]], ignore_index=True)
-table2.to_csv(table2_path, index=False)
-table2_path.with_suffix(".md").write_text(table2.round(4).to_markdown(index=False))
+row_file, = write_rows(S, {"base": row})
 paper = {"Model": "DPM-2S (paper, Song Describer)", "NFE": 80, "RTF": 7.72, "FAD": 0.24, "MMD": 0.82,
          CLAP: 31.56, "Density": 0.31, "Recall": 0.20, "Coverage": 0.41}
-display(Markdown(f"Table 2 row written to `{table2_path}` (other stages add their rows by `Model`):"))
+display(Markdown(f"Table 2 row written to `{row_file}` (the `tables` stage assembles Table 2 from every row):"))
 pd.DataFrame([row, paper]).round(4)
 
 # %%

@@ -29,10 +29,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("metrics", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 from pathlib import Path
 
@@ -55,11 +55,10 @@ from presto_lib.models.text import get_text_encoder
 C, CC, S = P["metrics"], P["metrics"]["corpus_clap"], P["metrics"]["sanity"]
 SEED = P["common"]["seed"]
 MANIFEST = Path(C["manifest"])
-OUT, TABLES, FIGS = Path("data/metrics"), Path("results/tables"), Path("results/figures")
+OUT, TABLES, FIGS = Path("data/metrics"), S.tables, S.figures
 for d in (OUT, TABLES, FIGS):
     d.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 print(f"profile {P['profile']}: reference = {C['reference_split']} split, floor = {C['floor_split']} split, "
       f"backbone = {C['backbone']}, corpus = {MANIFEST}")
 

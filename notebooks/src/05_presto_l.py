@@ -21,7 +21,7 @@
 # base model, ASE and Presto-L), **Fig. 10** (the ablation ASE, ASE+shift, ASE+budget, ASE+self-teacher, Presto-L),
 # the per-step **speed-up** (paper: ≈27%), and the **Table 2** rows "DPM-2S+ASE" and "DPM-2S+Presto-L".
 # The fine-tunes themselves run in the `presto_l_finetune` DVC stages
-# (`python -m presto_lib.distill.presto_l_stage --variant <name>`); this notebook explains, checks and evaluates.
+# (`python -m presto_lib.stages.presto_l --variant <name>`); this notebook explains, checks and evaluates.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -29,10 +29,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("presto_l", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import copy
 import json
@@ -50,17 +50,18 @@ from presto_lib.diffusion.pipeline import TextToMusic
 from presto_lib.diffusion.score_model import load_score_model
 from presto_lib.distill.layer_drop import REF_DEPTH, SCHEDULES, DropSchedule, hidden_variance, inference_quantile
 from presto_lib.distill.presto_l import VARIANTS, LayerDropModel, load_layer_drop_model, presto_l_loss
-from presto_lib.distill.presto_l_stage import sampling_config, stage_config
+from presto_lib.stages.base import sampling_config
+from presto_lib.stages.presto_l import stage_config
+from presto_lib.stages.tables import TABLE2_ORDER, write_rows
 from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import measure_latency, time_systems
 
 PL, M = P["presto_l"], P["metrics"]
 SEED = int(P["common"]["seed"])
-OUT, TABLES, FIGS = Path(PL["out_dir"]), Path("results/tables"), Path("results/figures")
+OUT, TABLES, FIGS = Path(PL["out_dir"]), S.tables, S.figures
 for d in (TABLES, FIGS):
     d.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
-torch.set_num_threads(min(2, int(os.environ.get("PRESTO_THREADS", "2"))))
 NAMES = {"base": "Base", "ase": "ASE", "ase_shift": "ASE+shift", "ase_budget": "ASE+budget",
          "ase_st": "ASE+self-teacher", "presto_l": "Presto-L"}
 base, base_cfg = load_score_model(PL["base_model"])
@@ -307,27 +308,21 @@ speedup.round(4)
 # %% [markdown]
 # ## 8. Table 2 rows: DPM-2S+ASE and DPM-2S+Presto-L
 #
-# The base stage writes the "DPM-2S" row of `results/tables/table2_full_comparison.csv`; here we add (or replace,
-# keyed on `Model`) the ASE and Presto-L rows, from their samples in `data/samples/ase/` and
+# The base stage writes the "DPM-2S" row of Table 2; here we write the ASE and Presto-L rows (the `tables` stage
+# assembles `table2_full_comparison.csv` from every stage's rows), from their samples in `data/samples/ase/` and
 # `data/samples/presto_l/` for the base row's prompts at its step count (`base.eval_prompts`, `base.sample_steps`).
 # RTF (mono) is the end-to-end one of section 7, batch 1 including VAE decoding (paper A.6:
 # $\mathrm{RTF} = b\,T_\theta / \mathrm{latency}$).
 
 # %%
 rtf = timing.rtf.to_dict()
-rows = []
-for v, model_name in [("ase", "DPM-2S+ASE"), ("presto_l", "DPM-2S+Presto-L")]:
+rows = {}
+for v in ("ase", "presto_l"):
     r = ev.evaluate_dir(Path(PL["samples_dir"]) / v, system=v)
-    rows.append({"Model": model_name, "NFE": info[v]["table"]["nfe"], "RTF": rtf[v], "FAD": r["FAD"],
-                 "MMD": r["MMD"], CLAP: r[CLAP], "Density": r["Density"], "Recall": r["Recall"],
-                 "Coverage": r["Coverage"]})
-new_rows = pd.DataFrame(rows)
-table2_path = Path(PL["table2"])
-table2 = pd.read_csv(table2_path) if table2_path.exists() else pd.DataFrame(columns=new_rows.columns)
-table2 = pd.concat([table2[~table2.Model.isin(new_rows.Model)], new_rows], ignore_index=True)
-table2_path.parent.mkdir(parents=True, exist_ok=True)
-table2.to_csv(table2_path, index=False)
-table2_path.with_suffix(".md").write_text(table2.round(4).to_markdown(index=False))
+    rows[v] = {"NFE": info[v]["table"]["nfe"], "RTF": rtf[v], "FAD": r["FAD"], "MMD": r["MMD"], CLAP: r[CLAP],
+               "Density": r["Density"], "Recall": r["Recall"], "Coverage": r["Coverage"]}
+write_rows(S, rows)
+table2 = pd.DataFrame([{"Model": dict(TABLE2_ORDER)[v], **r} for v, r in rows.items()])
 print(f"RTF measured in section 7 (batch 1, {table_steps} steps, with decoding): "
       + ", ".join(f"{NAMES[v]} {x:.2f}" for v, x in rtf.items()))
 table2

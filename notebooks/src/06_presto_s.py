@@ -40,10 +40,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("presto_s", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import json
 from pathlib import Path
@@ -60,17 +60,18 @@ from presto_lib.diffusion.pipeline import TextToMusic, read_prompts
 from presto_lib.diffusion.score_model import load_score_model
 from presto_lib.distill import toy
 from presto_lib.distill.presto_s import PrestoSConfig, pingpong_sigmas
-from presto_lib.distill.presto_s_stage import generator_sampler, run_config, schedule
+from presto_lib.distill.generator import generator_sampler, schedule
+from presto_lib.stages.presto_s import run_config
+from presto_lib.stages.tables import TABLE2_ORDER, write_rows
 from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import real_time_factor
 
 PS, M = P["presto_s"], P["metrics"]
 SEED = int(P["common"]["seed"])
-OUT, TABLES, FIGS = Path(PS["out_dir"]), Path("results/tables"), Path("results/figures")
+OUT, TABLES, FIGS = Path(PS["out_dir"]), S.tables, S.figures
 for d in (TABLES, FIGS):
     d.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
-torch.set_num_threads(min(2, int(os.environ.get("PRESTO_THREADS", "2"))))
 print(f"profile {P['profile']}: {len(PS['runs'])} Presto-S runs, {PS['train']['iterations']} iterations each")
 
 # %% [markdown]
@@ -125,7 +126,7 @@ plt.show()
 # %% [markdown]
 # ## 2. The music runs
 #
-# Each run of `presto_s.runs` is one DVC stage (`python -m presto_lib.distill.presto_s_stage --run <name>`): the base
+# Each run of `presto_s.runs` is one DVC stage (`python -m presto_lib.stages.presto_s --run <name>`): the base
 # model is loaded once and frozen as the teacher; the generator and the fake score model are *fresh* modules loaded
 # with its weights (no deep copies, nothing duplicated per step); Algorithm 1 runs in the shared training loop
 # (`presto_lib.train`), one loop step per iteration, so `iterations / 6` generator updates. Samples of the test
@@ -273,23 +274,18 @@ for r, w in wav11.items():
 # %%
 prompt = prompts[0]
 reps = int(PS["latency_repeats"])
-rows = []
-for r, model_name in [(PS["presto_s_run"], "Presto-S"), (PS["dmd_gan_run"], "DMD-GAN")]:
+rows = {}
+for r, system in [(PS["presto_s_run"], "presto_s"), (PS["dmd_gan_run"], "dmd_gan")]:
     G = gens[r] if r in gens else load_score_model(OUT / r / "generator")[0]
     gen = generator_sampler(t2m, G, run_config(r, P), table_steps)
     rtf = real_time_factor(lambda: gen([prompt["caption"]], [prompt["bpm"]], [SEED]), t2m.seconds, warmup=1,
                            repeats=reps).rtf
     s = ev.evaluate_dir(Path(PS["samples_dir"]) / f"presto_s_{r}", system=r)
-    rows.append({"Model": model_name, "NFE": table_steps, "RTF": rtf, "FAD": s["FAD"], "MMD": s["MMD"],
+    rows[system] = ({"NFE": table_steps, "RTF": rtf, "FAD": s["FAD"], "MMD": s["MMD"],
                  CLAP: s[CLAP], "Density": s["Density"], "Recall": s["Recall"], "Coverage": s["Coverage"],
                  "Precision": s["Precision"]})
-new_rows = pd.DataFrame(rows)
-table2_path = Path(PS["table2"])
-table2 = pd.read_csv(table2_path) if table2_path.exists() else pd.DataFrame(columns=new_rows.columns)
-table2 = pd.concat([table2[~table2.Model.isin(new_rows.Model)], new_rows], ignore_index=True)
-table2_path.parent.mkdir(parents=True, exist_ok=True)
-table2.to_csv(table2_path, index=False)
-table2_path.with_suffix(".md").write_text(table2.round(4).to_markdown(index=False))
+write_rows(S, rows)
+new_rows = pd.DataFrame([{"Model": dict(TABLE2_ORDER)[k], **r} for k, r in rows.items()])
 PAPER_T2 = pd.DataFrame([{"Model": "DMD-GAN", "NFE": 4, "RTF": 118.77, "FAD": 0.29, "MMD": 1.16, "CLAP": 27.56,
                           "Density": 0.57, "Recall": 0.07, "Coverage": 0.41},
                          {"Model": "Presto-S", "NFE": 4, "RTF": 118.77, "FAD": 0.22, "MMD": 0.83, "CLAP": 33.13,

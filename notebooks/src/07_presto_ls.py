@@ -26,10 +26,10 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.config import find_root, load_params
+from presto_lib.stages.common import start
 
-os.chdir(find_root())
-P = load_params(params_file)
+S = start("presto_ls", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import json
 from pathlib import Path
@@ -46,20 +46,20 @@ from presto_lib.diffusion.pipeline import TextToMusic, read_prompts
 from presto_lib.diffusion.score_model import batch_condition, load_score_model
 from presto_lib.distill.layer_drop import D3_SCHEDULE, DropSchedule, hidden_variance
 from presto_lib.distill.presto_l import load_layer_drop_model
-from presto_lib.distill.presto_l_stage import sampling_config
+from presto_lib.stages.base import sampling_config
 from presto_lib.distill.presto_ls import FIG8_METRICS, SETUPS, fig8_curves, fig8_summary
-from presto_lib.distill.presto_ls_stage import upsert_rows
-from presto_lib.distill.presto_s_stage import generator_sampler, run_config, schedule
+from presto_lib.distill.generator import generator_sampler, schedule
+from presto_lib.stages.presto_s import run_config
+from presto_lib.stages.tables import write_rows
 from presto_lib.eval.evaluate import Evaluator
 from presto_lib.eval.latency import time_systems
 
 LS, PS, PL, MC = P["presto_ls"], P["presto_s"], P["presto_l"], P["metrics"]
 SEED = int(P["common"]["seed"])
-OUT, FIGS, TABLES = Path("data/presto_ls"), Path("results/figures"), Path("results/tables")
+OUT, FIGS, TABLES = Path("data/presto_ls"), S.figures, S.tables
 for d in (FIGS, TABLES):
     d.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 RUN_S = LS["presto_s_run"]
 STEPS = int(LS["table_steps"] or PS["table_steps"])
 print(f"profile {P['profile']}: Presto-S recipe = run {RUN_S!r}, {STEPS}-step sampling, "
@@ -103,7 +103,7 @@ print(f"Presto-L fine-tune: {info['presto_l']['steps']} steps in {info['presto_l
 # %% [markdown]
 # ## 2. Fig. 8: what early distillation looks like
 #
-# Presto-S's training step (`presto_s_stage.PrestoSStep`), run with `log_every = 1`, records at every iteration of
+# Presto-S's training step (`distill.generator.PrestoSStep`), run with `log_every = 1`, records at every iteration of
 # Algorithm 1 the four signals of Fig. 8:
 #
 # - **generator loss** $\|1 - D_\psi(\hat x_\text{gen} + \sigma\epsilon)\|^2$ (line 10): rises when the discriminator
@@ -222,8 +222,8 @@ display(Markdown(
 # Samples of the evaluation prompts (test split, fixed seeds) at 4 ping-pong steps are in `data/samples/presto_ls/`
 # (stage `presto_ls_distill`). We score them and the Presto-S samples of notebook 06 with the same evaluator
 # (`eval.evaluate.Evaluator`: musicnn FAD / MMD / density / recall / coverage against the cached reference split,
-# the corpus CLAP score), then upsert the Presto-LS row into `results/tables/table2_full_comparison.csv` (the
-# other rows belong to other notebooks). The RTF column comes from section 5.
+# the corpus CLAP score), then write the Presto-LS row of Table 2 (the `tables` stage
+# assembles the table from every stage's rows). The RTF column comes from section 5.
 
 # %%
 ev = Evaluator(PS["manifest"], MC["reference_split"], PS["metrics_dir"], clap=MC["clap_path"] or "corpus",
@@ -276,15 +276,14 @@ print(f"Presto-LS runs {ran} of {DEPTH} blocks at sigma = {[round(float(v), 3) f
 lat.round(4)
 
 # %% [markdown]
-# With the RTF, the Presto-LS row goes into the shared Table 2 (`Model` is the key; rerunning replaces it):
+# With the RTF, the Presto-LS row of Table 2 (`stages.tables.write_rows`):
 
 # %%
 rtf = dict(zip(["Base", "Presto-S", "Presto-LS"], lat["rtf"]))
 cols = ["FAD", "MMD", ev.clap_name, "Density", "Recall", "Coverage", "Precision"]
-row = pd.DataFrame([{"Model": "Presto-LS", "NFE": STEPS, "RTF": rtf["Presto-LS"],
-                     **{c: scores.loc["Presto-LS", c] for c in cols if c in scores.columns}}])
-table2 = upsert_rows(PS["table2"], row)
-table2
+row = {"NFE": STEPS, "RTF": rtf["Presto-LS"], **{c: scores.loc["Presto-LS", c] for c in cols if c in scores.columns}}
+write_rows(S, {"presto_ls": row})
+pd.DataFrame([{"Model": "Presto-LS", **row}])
 
 # %% [markdown]
 # Listen: the first evaluation prompts, Presto-S then Presto-LS (same prompts and seeds, so the same starting

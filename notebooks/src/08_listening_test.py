@@ -28,9 +28,11 @@ params_file = "params.yaml"
 
 # %%
 import os
-from presto_lib.config import find_root, load_params
-os.chdir(find_root())
-P = load_params(params_file)
+
+from presto_lib.stages.common import start
+
+S = start("listening", params_file)   # project root, params, seed, threads, device
+P = S.P
 
 import json
 from pathlib import Path
@@ -157,8 +159,8 @@ pd.DataFrame({other: {"paired p": stats.ttest_rel(wide[res.chosen], wide[other])
 # label above each violin the Bonferroni-corrected p-value of the chosen system (red) against it.
 
 # %%
-table_csv, table_md = la.write_table(res, "results/tables/listening_test.csv")
-fig = la.plot_violin(res, "results/figures/fig12_listening_test.png")
+table_csv, table_md = la.write_table(res, S.tables / "listening_test.csv")
+fig = la.plot_violin(res, S.figures / "fig12_listening_test.png")
 display(Image(filename=str(fig)))
 display(Markdown(table_md.read_text()))
 

@@ -15,11 +15,10 @@ latents, every channel is standardised with the train split's statistics, x = (s
 robust ones (median, MAD) so that the edge frames do not set the scale (`LatentNorm`); `LatentCodec` wraps the
 VAE so that encode/decode speak these units. `LatentDataset` reads one split back.
 
-    python -m presto_lib.data.latents --params params.yaml     # the `latents` DVC stage
+The `latents` DVC stage (`python -m presto_lib.stages.latents`) builds the cache with `build_latent_cache`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -366,35 +365,3 @@ def collate_latents(items: list[dict[str, Any]]) -> dict[str, Any]:
     out["caption"] = [it["caption"] for it in items]
     out["index"] = torch.tensor([it["index"] for it in items])
     return out
-
-
-# ---- the `latents` stage -----------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: encode the corpus with the trained VAE into the latent cache (paths from params' `base` group)."""
-    from presto_lib.config import find_root, load_params
-    from presto_lib.models.text import get_text_encoder
-    from presto_lib.models.vae import load_vae
-
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.data.latents", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--manifest", help="default: base.manifest")
-    ap.add_argument("--vae", help="default: base.vae")
-    ap.add_argument("--out", help="default: base.latents")
-    a = ap.parse_args(argv)
-    os.chdir(find_root())
-    P = load_params(a.params)
-    B = P["base"]
-    torch.manual_seed(int(P["common"]["seed"]))
-    torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = build_latent_cache(a.manifest or B["manifest"], load_vae(a.vae or B["vae"]), get_text_encoder(device=device),
-                             a.out or B["latents"], batch_size=int(B["encode_batch_size"]),
-                             store_std=bool(B.get("sample_posterior", False)), device=device)
-    print(json.dumps(read_meta(out), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -134,22 +134,3 @@ class MusicnnEmbedder(AudioEmbedder):
     def embed_clip_windows(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """Per-window features of this embedder's layer."""
         return self.window_layers(clips, [self.layer])[self.layer]
-
-
-# ---- registry ----
-
-def get_embedder(name: str = "musicnn", **kwargs) -> AudioEmbedder:
-    """An embedder by name: 'musicnn' (default, offline), 'musicnn-<layer>', 'clap' (path=local LAION-CLAP
-    folder) or 'corpus_clap' (path=a trained corpus CLAP checkpoint folder)."""
-    if name == "musicnn":
-        return MusicnnEmbedder(**kwargs)
-    if name.startswith("musicnn-"):
-        return MusicnnEmbedder(layer=name.split("-", 1)[1], **kwargs)
-    if name == "clap":
-        from presto_lib.eval.clap import ClapEmbedder
-        return ClapEmbedder(**kwargs)
-    if name == "corpus_clap":
-        from presto_lib.eval.corpus_clap import load_corpus_clap
-        return load_corpus_clap(**kwargs)
-    raise ValueError(f"unknown embedding backbone {name!r}; use 'musicnn', 'musicnn-<layer>', 'clap' or "
-                     "'corpus_clap'")

@@ -167,7 +167,7 @@ class Evaluator:
     def __init__(self, manifest: str | Path = "data/corpus/manifest.csv", reference_split: str = "test",
                  cache_dir: str | Path = "data/metrics", clap: str | Path | None = "corpus",
                  backbone: str = "musicnn", k: int = 5, hop_s: float = 3.0, write_cache: bool = False):
-        from presto_lib.eval.embeddings import get_embedder
+        from presto_lib.eval.backbones import get_embedder
         if backbone not in ("musicnn", "clap"):
             raise ValueError(f"backbone must be 'musicnn' or 'clap', got {backbone!r}")
         self.manifest, self.split, self.cache_dir = Path(manifest), reference_split, Path(cache_dir)

@@ -12,7 +12,7 @@ DVC records no timings, so they are recovered from what the stages leave behind:
 The stages and their outputs come from dvc.lock, which DVC rewrites as each stage finishes, so the final
 `pipeline_times` stage of dvc.yaml (downstream of every executed notebook) sees every stage before it:
 
-    python -m presto_lib.eval.pipeline_times [--lock dvc.lock] [--out results/tables/pipeline_times.csv]
+    python -m presto_lib.stages.pipeline_times      # the stage; the functions here do the work
 
 The total is the last end minus the first start. The numbers describe one full run (`make repro` from a fresh
 clone, which excludes its set-up); after a partial rerun, the stages DVC skipped keep the times of the run that
@@ -25,7 +25,6 @@ stage costs in one uninterrupted run (a lower bound). The SUM row adds up both c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from datetime import datetime, timezone
@@ -35,7 +34,7 @@ import pandas as pd
 import yaml
 
 __all__ = ["read_lock", "papermill_times", "newest_mtime", "oldest_mtime", "logged_train_seconds", "stage_times",
-           "write_times", "main"]
+           "write_times"]
 
 
 def read_lock(lock: str | os.PathLike) -> dict[str, dict]:
@@ -169,21 +168,3 @@ def write_times(df: pd.DataFrame, out_csv: str | os.PathLike) -> Path:
     blank = table.astype(object).where(table.notna(), "")       # empty cells, not "nan", in the Markdown
     out.with_suffix(".md").write_text(blank.to_markdown(index=False) + "\n")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: read dvc.lock and the executed notebooks, write the stage-times table."""
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.eval.pipeline_times", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lock", default="dvc.lock")
-    ap.add_argument("--root", default=".")
-    ap.add_argument("--out", default="results/tables/pipeline_times.csv")
-    a = ap.parse_args(argv)
-    df = stage_times(a.lock, a.root)
-    path = write_times(df, Path(a.root) / a.out)
-    print(path.with_suffix(".md").read_text())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

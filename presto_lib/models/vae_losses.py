@@ -1,4 +1,4 @@
-"""VAE losses, its training recipe on the shared loop, and reconstruction metrics (paper A.1, DAC's scheme).
+"""VAE losses, its training step for the shared loop, and reconstruction metrics (paper A.1, DAC's scheme).
 
 Generator objective (weights from DAC `conf/base.yml`, plus a small KL term for the bottleneck):
 
@@ -9,16 +9,12 @@ Generator objective (weights from DAC `conf/base.yml`, plus a small KL term for 
     L_D    = sum_k mean D_k(x_hat)^2 + mean (1 - D_k(x))^2
 
 The GAN terms switch on after `gan_start` steps (a mel/KL-only warm-up gives the discriminators something
-sensible to judge). Run it with `train_vae(P, manifest, out_dir)`; see notebooks/02_vae.
+sensible to judge). The `vae` stage (`presto_lib.stages.vae.train_vae`, notebooks/02_vae) runs the recipe.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from presto_lib.audio import mel_spectrogram, resample
-from presto_lib.checkpoint import write_json
 from presto_lib.models.discriminators import Discriminator
-from presto_lib.models.vae import VAE, VAEConfig, compute_latent_scale, kl_divergence, save_vae
+from presto_lib.models.vae import VAE, VAEConfig, kl_divergence
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,53 +124,6 @@ def make_vae_step(V: dict, sample_rate: int):
         return {"loss": loss.detach(), "mel": mel.detach(), "kl": kl.detach(), **m}
 
     return step_fn
-
-
-# params that may change between a run and its resumption (the rest must match the checkpoints)
-RESUMABLE_KEYS = {"steps", "ckpt_every", "log_every", "num_workers", "threads", "scale_clips", "eval_clips",
-                  "stop_after", "out_dir"}
-
-
-def _check_run_config(out_dir: Path, run_cfg: dict) -> None:
-    """Resume only a run trained with the same params: on a mismatch, clear out_dir and start afresh."""
-    path = out_dir / "run_config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(run_cfg) if old.get(k) != run_cfg.get(k))
-        if diff:
-            print(f"{out_dir} holds a VAE run with other params ({', '.join(diff)}): training afresh")
-            shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, run_cfg)
-
-
-def train_vae(P: dict, manifest: str | os.PathLike, out_dir: str | os.PathLike, **overrides) -> VAE:
-    """Train (or resume) the VAE on the manifest's train split; export EMA weights + latent scale to out_dir."""
-    from presto_lib.data import ClipDataset          # data layer, imported lazily (keeps models light)
-    from presto_lib.train import TrainConfig, train
-
-    V, C = {**P["vae"], **overrides}, P["common"]
-    sr, out_dir = int(C["sample_rate"]), Path(out_dir)
-    _check_run_config(out_dir, {**{k: v for k, v in V.items() if k not in RESUMABLE_KEYS}, "common": C})
-    clip = int(round(C["clip_seconds"] * sr))
-    ds = ClipDataset(manifest, "train", sample_rate=sr, clip_samples=clip)
-    torch.manual_seed(C["seed"])                      # identical init on every rank and every rerun
-    vae, disc = build_vae_modules(V, sr)
-    opt = lambda m: torch.optim.AdamW(m.parameters(), lr=V["lr"], betas=tuple(V["betas"]))   # noqa: E731
-    decay = lambda s: V["lr_gamma"] ** s                                                      # noqa: E731
-    cfg = TrainConfig(run_dir=str(out_dir), max_steps=V["steps"], batch_size=V["batch_size"],
-                      ckpt_every=V["ckpt_every"], log_every=V["log_every"], ema_decay=V["ema_decay"],
-                      grad_clip={"vae": V["grad_clip_gen"], "disc": V["grad_clip_disc"]}, seed=C["seed"],
-                      num_workers=V["num_workers"], desc="vae", stop_after=V.get("stop_after"))
-    ctx = train(make_vae_step(V, sr), modules={"vae": vae, "disc": disc},
-                optimizers={"vae": opt(vae), "disc": opt(disc)}, dataset=ds,
-                cfg=cfg, ema=["vae"], lr_schedules={"vae": decay, "disc": decay})
-    final = ctx.ema["vae"].cpu().eval()
-    if ctx.is_main and ctx.step >= V["steps"]:
-        n = min(len(ds), V["scale_clips"])
-        compute_latent_scale(final, (ds[i]["wave"][None] for i in range(n)))
-        save_vae(final, out_dir)
-    return final
 
 
 # ---------------------------------------------------------------------------------------------

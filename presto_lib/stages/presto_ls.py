@@ -1,12 +1,12 @@
-"""The Presto-LS DVC stages: Presto-L with the reduced schedule, then Presto-S on it; the Fig. 8 early runs.
+"""The Presto-LS stages: Presto-L with the reduced schedule, then Presto-S on it; the Fig. 8 early runs.
 
-    python -m presto_lib.distill.presto_ls_stage layer                 # Presto-L, reduced schedule (sec. 3.4)
-    python -m presto_lib.distill.presto_ls_stage distill               # Presto-S on it -> Presto-LS (+ samples)
-    python -m presto_lib.distill.presto_ls_stage early --setup ls_lfake   # a Fig. 8 run (A.4)
+    python -m presto_lib.stages.presto_ls layer                 # Presto-L, reduced schedule (sec. 3.4)
+    python -m presto_lib.stages.presto_ls distill               # Presto-S on it -> Presto-LS (+ samples)
+    python -m presto_lib.stages.presto_ls early --setup ls_lfake   # a Fig. 8 run (A.4)
 
 `layer` fine-tunes the base model (data/base) with the `presto_l` group's recipe but the reduced dropping
 schedule [12, 8, 8, 0, 0] (scaled to our depth). `distill` and `early` run Algorithm 1 with the recipe of the
-Presto-S run `presto_ls.presto_s_run` (its PrestoSConfig, optimisers, discriminator head: `presto_s_stage`), so
+Presto-S run `presto_ls.presto_s_run` (its PrestoSConfig, optimisers, discriminator head: `stages.presto_s`), so
 a setup differs from Presto-S only in where its networks start (`presto_ls.SETUPS`). They log every iteration
 (`log_every = 1`) for `presto_ls.fig8_curves`. Writes
 
@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import torch
-
 from presto_lib.distill.presto_ls import SETUPS, build_setup
+from presto_lib.stages.common import start, write_json
 
-__all__ = ["layer_config", "distill_setup", "load_generator", "run_layer", "run_distill", "upsert_rows", "main"]
+__all__ = ["layer_config", "distill_setup", "run_layer", "run_distill", "main"]
 
 OUT = Path("data/presto_ls")
 
@@ -39,7 +36,7 @@ def layer_config(P: dict[str, Any]):
     """Presto-L (shift, budget, self-teacher) under the `presto_l` group, with `presto_ls.schedule`."""
     from presto_lib.distill.layer_drop import SCHEDULES
     from presto_lib.distill.presto_l import with_schedule
-    from presto_lib.distill.presto_l_stage import stage_config
+    from presto_lib.stages.presto_l import stage_config
 
     sched = P["presto_ls"].get("schedule", "presto_ls")
     if isinstance(sched, str) and sched not in SCHEDULES:
@@ -57,7 +54,7 @@ def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int,
     """Build `setup` from the base / Presto-L / Presto-S checkpoints and run Algorithm 1; returns (ps, ctx)."""
     from presto_lib.diffusion.score_model import load_score_model
     from presto_lib.distill.presto_l import load_layer_drop_model
-    from presto_lib.distill.presto_s_stage import distill, run_config
+    from presto_lib.stages.presto_s import distill, run_config
 
     ls, ps_p = P["presto_ls"], P["presto_s"]
     st = SETUPS[setup]
@@ -66,42 +63,13 @@ def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int,
     presto_l = load_layer_drop_model(OUT / "presto_l" / "model", device)[0] if "presto_l" in need else None
     presto_s = (load_score_model(Path(ps_p["out_dir"]) / ls["presto_s_run"] / "generator", device)[0]
                 if "presto_s" in need else None)
-    head = dict(ps_p.get("head") or {})
+    head = dict(ps_p["head"] or {})
     ps = build_setup(setup, base, presto_l=presto_l, presto_s=presto_s, s_cfg=run_config(ls["presto_s_run"], P),
                      l_cfg=layer_config(P), head_channels=head.get("channels"), head_down=int(head.get("n_down", 2)),
                      feature_block=int(head.get("feature_block", -1)))
-    ctx = distill(ps, ps_p["latents"], run_dir, _train_params(P, iterations), int(P["common"]["seed"]))
+    ctx = distill(ps, ps_p["latents"], run_dir, _train_params(P, iterations), int(P["common"]["seed"]),
+                  restart=True)     # run_distill clears the run dir: a rerun starts over
     return ps, ctx
-
-
-def load_generator(path_dir: str | os.PathLike, device: str = "cpu"):
-    """A distilled generator saved by this stage or by presto_s_stage: (model, config)."""
-    from presto_lib.checkpoint import load_checkpoint
-    from presto_lib.diffusion.score_model import load_score_model
-    from presto_lib.distill.presto_l import load_layer_drop_model
-
-    _, cfg = load_checkpoint(path_dir, "cpu")
-    return load_layer_drop_model(path_dir, device) if "presto_l" in cfg else load_score_model(path_dir, device)
-
-
-# ---- the shared Table 2 -----------------------------------------------------------------------------------
-
-def upsert_rows(path: str | os.PathLike, rows: pd.DataFrame, key: str = "Model") -> pd.DataFrame:
-    """Replace (or append) the rows of a shared results table whose `key` matches; returns the whole table."""
-    path = Path(path)
-    if key not in rows.columns:
-        raise ValueError(f"rows lack the key column {key!r}")
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=rows.columns)
-    if len(old) and key not in old.columns:
-        raise ValueError(f"{path} has no {key!r} column to upsert on")
-    keep = old[~old[key].isin(rows[key])] if len(old) else old
-    table = pd.concat([keep, rows], ignore_index=True) if len(keep) else rows.reset_index(drop=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    path.with_suffix(".md").write_text(table.round(4).to_markdown(index=False) + "\n")
-    return table
 
 
 # ---- the stages -----------------------------------------------------------------------------------------
@@ -112,15 +80,16 @@ def run_layer(P: dict[str, Any], device: str) -> dict[str, Any]:
 
     from presto_lib.diffusion.score_model import load_score_model
     from presto_lib.distill.presto_l import save_layer_drop_model
-    from presto_lib.distill.presto_l_stage import finetune
+    from presto_lib.stages.presto_l import finetune
 
     ls, pl = P["presto_ls"], dict(P["presto_l"])
-    if ls.get("layer_steps") is not None:
+    if ls["layer_steps"] is not None:
         pl["steps"] = int(ls["layer_steps"])
     base_dir = pl["base_model"]
     cfg = layer_config(P)
     base, base_cfg = load_score_model(base_dir, device)
     t0 = time.perf_counter()
+    shutil.rmtree(OUT / "presto_l" / "run", ignore_errors=True)      # a DVC rerun starts over (no stale resume)
     model = finetune(SimpleNamespace(model=base), cfg, pl["latents"], OUT / "presto_l", pl,
                      int(P["common"]["seed"]))
     extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
@@ -133,10 +102,10 @@ def run_distill(P: dict[str, Any], device: str, setup: str = "presto_ls", early:
     """Presto-S on a setup; the full Presto-LS run also saves its EMA generator and the Table 2 samples."""
     from presto_lib.diffusion.pipeline import TextToMusic, read_prompts, write_samples
     from presto_lib.distill.presto_l import save_layer_drop_model
-    from presto_lib.distill.presto_s_stage import generator_sampler
+    from presto_lib.distill.generator import generator_sampler
 
     ls, ps_p = P["presto_ls"], P["presto_s"]
-    iters = int(ls["fig8_iterations"] if early else (ls.get("iterations") or ps_p["train"]["iterations"]))
+    iters = int(ls["fig8_iterations"] if early else (ls["iterations"] or ps_p["train"]["iterations"]))
     out = OUT / "fig8" / setup if early else OUT / setup
     shutil.rmtree(out / "run", ignore_errors=True)      # a DVC rerun starts over (no stale resume)
     t0 = time.perf_counter()
@@ -152,37 +121,31 @@ def run_distill(P: dict[str, Any], device: str, setup: str = "presto_ls", early:
         extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
         save_layer_drop_model(out / "generator", G, {**extras, "presto_s": ps.cfg.to_dict()})
         t2m = TextToMusic.from_checkpoints(ps_p["base_model"], ps_p["vae"], device=device)
-        limit = ps_p.get("table_prompts") or P.get("base", {}).get("eval_prompts")   # the Presto-S Table 2 row's
+        limit = ps_p["table_prompts"] or P["base"]["eval_prompts"]   # the Presto-S Table 2 row's
         prompts = read_prompts(ps_p["manifest"], "test", limit=limit)
-        steps = int(ls.get("table_steps") or ps_p["table_steps"])
+        steps = int(ls["table_steps"] or ps_p["table_steps"])
         t1 = time.perf_counter()
         write_samples(generator_sampler(t2m, G, ps.cfg, steps), prompts, Path(ps_p["samples_dir"]) / "presto_ls",
                       t2m.sample_rate, batch_size=int(ps_p["gen_batch_size"]), seed=int(P["common"]["seed"]))
         info.update(table_steps=steps, samples_s=time.perf_counter() - t1)
-    (out / "info.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "info.json", info)
     return info
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI of the Presto-LS stages (see the module docstring)."""
-    from presto_lib.config import find_root, load_params
-
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.distill.presto_ls_stage", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m presto_lib.stages.presto_ls", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["layer", "distill", "early"])
     ap.add_argument("--setup", default="presto_ls", choices=list(SETUPS))
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    os.chdir(find_root())
-    P = load_params(a.params)
-    torch.manual_seed(int(P["common"]["seed"]))
-    torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    S = start(f"presto_ls.{a.what}", a.params)
     if a.what == "layer":
-        info = run_layer(P, device)
-        (OUT / "presto_l" / "info.json").write_text(json.dumps(info, indent=1))
+        info = run_layer(S.P, S.device)
+        write_json(OUT / "presto_l" / "info.json", info)
     else:
-        info = run_distill(P, device, a.setup, early=a.what == "early")
+        info = run_distill(S.P, S.device, a.setup, early=a.what == "early")
     print(json.dumps(info, indent=1))
     return 0
 

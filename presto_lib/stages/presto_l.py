@@ -1,12 +1,12 @@
-"""The Presto-L DVC stages: fine-tune one layer-dropping variant and generate its samples (sec. 4.3, A.7).
+"""The Presto-L stages: fine-tune one layer-dropping variant and generate its samples (sec. 4.3, A.7).
 
-    python -m presto_lib.distill.presto_l_stage --variant presto_l   # ASE, the Fig. 10 ablations or Presto-L
-    python -m presto_lib.distill.presto_l_stage --variant base       # the base model's curve, no fine-tune
+    python -m presto_lib.stages.presto_l --variant presto_l   # ASE, the Fig. 10 ablations or Presto-L
+    python -m presto_lib.stages.presto_l --variant base       # the base model's curve, no fine-tune
 
 A variant (`presto_l.VARIANTS`) starts from the base score model (data/base/model), fine-tunes on the latent cache
 with `PrestoLStep` in the shared training loop, and writes
 
-    data/presto_l/<variant>/run/          training state (resumable) and log.csv
+    data/presto_l/<variant>/run/          training state (resumable with unchanged params) and log.csv
     data/presto_l/<variant>/model/        the EMA weights (`load_layer_drop_model`)
     data/presto_l/<variant>/steps_<k>/    samples of the evaluation prompts at k DPM-2S + CFG++ steps (Fig. 6, 10)
     data/samples/<variant>/               the base row's prompts at its step count (Table 2; the `eval` layout)
@@ -26,11 +26,13 @@ from typing import Any
 import torch
 
 from presto_lib.diffusion.edm import EDM_KEYS
-from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
+from presto_lib.diffusion.pipeline import TextToMusic, read_prompts, write_samples
 from presto_lib.distill.presto_l import (VARIANTS, LayerDropModel, PrestoLConfig, PrestoLStep,
                                          save_layer_drop_model, variant_config)
+from presto_lib.stages.base import sampling_config
+from presto_lib.stages.common import resume_or_restart, start, write_json
 
-__all__ = ["CONFIG_KEYS", "PATH_KEYS", "stage_config", "sampling_config", "finetune", "generate_all", "main"]
+__all__ = ["CONFIG_KEYS", "PATH_KEYS", "stage_config", "finetune", "generate_all", "main"]
 
 # Keys of the `presto_l` params group that configure the fine-tune itself (the rest is sizes and evaluation).
 CONFIG_KEYS = ("schedule", "ref_depth", "st_weight", "sigma_dist", "cond_dropout", "budget_scale")
@@ -39,25 +41,23 @@ PATH_KEYS = ("base_model", "vae", "latents", "manifest", "out_dir", "samples_dir
 
 def stage_config(variant: str, params: dict[str, Any]) -> PrestoLConfig:
     """The PrestoLConfig of a variant under the `presto_l` params group (and the EDM group's noise settings)."""
-    pl, e = params["presto_l"], params.get("edm", {})
+    pl, e = params["presto_l"], params["edm"]
     noise = {k: e[k] for k in EDM_KEYS if k in e}            # PrestoLConfig extends edm.EDMConfig
     return variant_config(variant, **noise, **{k: pl[k] for k in CONFIG_KEYS if k in pl})
 
 
-def sampling_config(params: dict[str, Any]) -> SamplingConfig:
-    """The base row's sampler (A.1: DPM-2S + CFG++ w = 0.8) and eq. 9's sigma range, from the params."""
-    b, e = params.get("base", {}), params.get("edm", {})
-    return SamplingConfig(sampler=b.get("sampler", "dpmpp_2s"), guidance=b.get("guidance", "cfgpp"),
-                          w=float(b.get("cfg_weight", 0.8)), steps=int(b.get("sample_steps", 40)),
-                          **{k: float(e[k]) for k in ("sigma_min", "sigma_max", "rho") if k in e})
-
-
 def finetune(t2m: TextToMusic, cfg: PrestoLConfig, latents_dir: str | os.PathLike, out_dir: Path,
-             pl: dict[str, Any], seed: int) -> LayerDropModel:
-    """Fine-tune t2m's base model as `cfg` prescribes; returns the EMA LayerDropModel (eval mode)."""
+             pl: dict[str, Any], seed: int, restart: bool | None = None) -> LayerDropModel:
+    """Fine-tune t2m's base model as `cfg` prescribes; returns the EMA LayerDropModel (eval mode).
+
+    A run dir left by a run with another config or optimiser settings is refused (or restarted).
+    """
     from presto_lib.data.latents import LatentDataset, collate_latents
     from presto_lib.train import TrainConfig, train
 
+    fixed = ("lr", "batch_size", "grad_clip", "ema_decay")
+    resume_or_restart(out_dir / "run", {"config": cfg.to_dict(), "seed": seed, **{k: pl[k] for k in fixed}},
+                      restart=restart)
     model = LayerDropModel(t2m.model, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=float(pl["lr"]))
     tc = TrainConfig(run_dir=str(out_dir / "run"), max_steps=int(pl["steps"]), batch_size=int(pl["batch_size"]),
@@ -117,22 +117,17 @@ def generate_all(t2m: TextToMusic, curve_prompts: list[dict], steps: list[int], 
 def main(argv: list[str] | None = None) -> int:
     """CLI of the fine-tune stages (see the module docstring)."""
     from presto_lib.checkpoint import load_checkpoint
-    from presto_lib.config import find_root, load_params
 
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.distill.presto_l_stage", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m presto_lib.stages.presto_l", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", required=True, choices=["base", *VARIANTS])
     ap.add_argument("--params", default="params.yaml")
-    for key in PATH_KEYS:     # defaults: the `presto_l` params group (data/base/model, data/vae, ...)
-        ap.add_argument(f"--{key.replace('_', '-')}", default=None)
+    ap.add_argument("--restart", action="store_true", help="restart a run whose params changed")
     a = ap.parse_args(argv)
-    os.chdir(find_root())
-    P = load_params(a.params)
-    pl, seed = P["presto_l"], int(P["common"]["seed"])
-    path = {k: Path(getattr(a, k) or pl[k]) for k in PATH_KEYS}
-    torch.manual_seed(seed)
-    torch.set_num_threads(min(torch.get_num_threads(), int(os.environ.get("PRESTO_THREADS", "2"))))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    S = start(f"presto_l.{a.variant}", a.params)
+    P, seed, device = S.P, S.seed, S.device
+    pl = P["presto_l"]
+    path = {k: Path(pl[k]) for k in PATH_KEYS}
     out = path["out_dir"] / a.variant
     out.mkdir(parents=True, exist_ok=True)
 
@@ -142,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.variant != "base":
         cfg = stage_config(a.variant, P)
         t0 = time.perf_counter()
-        model = finetune(t2m, cfg, path["latents"], out, pl, seed)
+        model = finetune(t2m, cfg, path["latents"], out, pl, seed, restart=a.restart or None)
         info["finetune_s"] = time.perf_counter() - t0
         _, base_cfg = load_checkpoint(path["base_model"], "cpu")
         extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
@@ -150,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         t2m.model = model
         info.update(config=cfg.to_dict(), drops=list(model.schedule.drops), shift=model.schedule.shift)
 
-    curve_prompts = read_prompts(path["manifest"], "test", limit=pl.get("eval_prompts"))
+    curve_prompts = read_prompts(path["manifest"], "test", limit=pl["eval_prompts"])
     table = None
     if a.variant != "base":   # Table 2: the base row's prompts and steps, into data/samples/<variant>/
-        b = P.get("base", {})
-        table = (read_prompts(path["manifest"], "test", limit=pl.get("table_prompts") or b.get("eval_prompts")),
-                 int(pl.get("table_steps") or b["sample_steps"]), path["samples_dir"] / a.variant)
+        b = P["base"]
+        table = (read_prompts(path["manifest"], "test", limit=pl["table_prompts"] or b["eval_prompts"]),
+                 int(pl["table_steps"] or b["sample_steps"]), path["samples_dir"] / a.variant)
     info.update(generate_all(t2m, curve_prompts, [int(k) for k in pl["eval_steps"]], out, table,
                              int(pl["gen_batch_size"]), seed))
-    (out / "info.json").write_text(json.dumps(info, indent=1))
+    write_json(out / "info.json", info)
     print(json.dumps(info, indent=1))
     return 0
 
