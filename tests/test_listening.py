@@ -18,7 +18,8 @@ from scipy import stats
 
 from presto_lib.config import find_root, render_profile
 from presto_lib.eval import listening_analysis as la
-from presto_lib.eval.listening import build_kit, gather_sources, main, make_anchor
+from presto_lib.eval.listening import build_kit, gather_sources, make_anchor
+from presto_lib.stages.listening import main
 from presto_lib.eval.listening_server import make_server, rater_order
 
 ROOT = find_root(Path(__file__).parent)
@@ -344,7 +345,7 @@ def test_cli_build_analyse_and_serve(corpus, tmp_path):
     with pytest.raises(SystemExit):  # an explicit ratings file that is missing is an error, not a simulation
         main(["analyse", str(tmp_path / "kit"), "--params", str(tmp_path / "p.yaml"), "--ratings", str(tmp_path / "x.csv")])
     # serve: a real process on a free port, answering the page and the key's absence
-    proc = subprocess.Popen([sys.executable, "-m", "presto_lib.eval.listening", "serve", str(tmp_path / "kit"),
+    proc = subprocess.Popen([sys.executable, "-m", "presto_lib.stages.listening", "serve", str(tmp_path / "kit"),
                              "--ratings", str(tmp_path / "r.csv"), "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

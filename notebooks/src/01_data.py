@@ -20,7 +20,7 @@
 #
 # Everything is done by `presto_lib.data` (`build_corpus`); this notebook runs it for the active profile and
 # then looks at what came out. Any folder of audio + a captions CSV (e.g. Song Describer itself) can be turned
-# into the same manifest format with `python -m presto_lib.data.folder AUDIO_DIR captions.csv --out DIR`.
+# into the same manifest format with `python -m presto_lib.stages.corpus folder AUDIO_DIR captions.csv --out DIR`.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"

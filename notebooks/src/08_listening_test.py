@@ -94,8 +94,8 @@ for clip in first["clips"]:
 # A real test (see `data/listening_test/README.md`):
 #
 # ```bash
-# python -m presto_lib.eval.listening build                       # or: dvc repro listening
-# python -m presto_lib.eval.listening serve data/listening_test/kit --ratings data/listening_test/ratings.csv
+# python -m presto_lib.stages.listening build                       # or: dvc repro listening
+# python -m presto_lib.stages.listening serve data/listening_test/kit --ratings data/listening_test/ratings.csv
 # ```
 #
 # The server binds to 127.0.0.1 only and serves nothing but the kit's `public/` files. Each submitted set must

@@ -1,8 +1,8 @@
 """The offline corpus builder: real MIDI (music21's bundled corpus + user folders) rendered to audio with exact
 BPM labels and metadata captions, cut into fixed-length loudness-normalised clips, split by piece.
 
-    python -m presto_lib.data.corpus                       # params.yaml's common + corpus groups
-    python -m presto_lib.data.corpus --profile smoke --out /tmp/corpus --midi-dir my_midis/
+    python -m presto_lib.stages.corpus build                       # params.yaml's common + corpus groups
+    python -m presto_lib.stages.corpus build --profile smoke --out /tmp/corpus --midi-dir my_midis/
 
 Writes `<out>/manifest.csv` (see MANIFEST_COLUMNS), `<out>/audio/<style>/<piece>/rR_cJ.wav`,
 `<out>/summary.json` (counts, hours, timing) and `<out>/skipped.csv` (pieces that failed, with the reason).
@@ -10,7 +10,6 @@ Audio goes to `<out>/audio.partial/` first and is moved into place only when the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -292,33 +291,3 @@ def _summary(rows, tasks, skipped, dropped, seconds, cfg, n_workers) -> dict:
         "sample_rate": int(cfg["sample_rate"]), "clip_seconds": float(cfg["clip_seconds"]),
         "build_seconds": round(seconds, 1), "workers": n_workers,
     }
-
-
-# ---- CLI ----
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    from ..config import load_params, render_profile
-
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.data.corpus", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", help="params file (default: the project's params.yaml)")
-    ap.add_argument("--profile", help="use this profile's values instead of params.yaml")
-    ap.add_argument("--out", help="output folder (default: corpus.out_dir)")
-    ap.add_argument("--midi-dir", action="append", default=[], help="extra folder of .mid files (repeatable)")
-    ap.add_argument("--no-music21", action="store_true", help="only the --midi-dir pieces")
-    ap.add_argument("--workers", type=int, default=None)
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = render_profile(a.profile) if a.profile else load_params(a.params)
-    if a.no_music21:
-        params["corpus"]["music21"] = False
-    out = a.out or params["corpus"].get("out_dir", "data/corpus")
-    manifest = build_corpus(out, params, workers=a.workers, midi_dirs=a.midi_dir)
-    print(json.dumps(json.loads((Path(manifest).parent / "summary.json").read_text()), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

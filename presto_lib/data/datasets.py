@@ -21,7 +21,7 @@ def read_manifest(manifest: str | os.PathLike, split: str | None = None):
 
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest} not found (build it with `python -m presto_lib.data.corpus`)")
+        raise FileNotFoundError(f"manifest {manifest} not found (build it with `python -m presto_lib.stages.corpus build`)")
     df = pd.read_csv(manifest, keep_default_na=False, dtype={"piece_id": str, "caption": str, "key": str})
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

@@ -1,6 +1,6 @@
 """Import any folder of audio + a CSV of captions (e.g. Song Describer) into the corpus manifest format.
 
-    python -m presto_lib.data.folder AUDIO_DIR captions.csv --out data/corpus_user [--profile cpu]
+    python -m presto_lib.stages.corpus folder AUDIO_DIR captions.csv --out data/corpus_user [--profile cpu]
 
 The CSV needs `path` (relative to AUDIO_DIR; `file`/`filename` also accepted) and `caption`; optional
 columns `bpm` (estimated with librosa's tempo estimator when missing or empty), `piece_id`, `split`, `key`,
@@ -9,8 +9,6 @@ loudness-normalised, and near-silent clips dropped. An unreadable audio file rai
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import shutil
@@ -105,32 +103,3 @@ def import_audio_folder(audio_dir: str | os.PathLike, captions_csv: str | os.Pat
     os.replace(partial, out_dir / "audio")
     write_csv_atomic(out_dir / "skipped.csv", skipped, ["piece_id", "source", "reason"])
     return write_csv_atomic(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    from ..config import load_params, render_profile
-
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.data.folder", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("audio_dir")
-    ap.add_argument("captions_csv")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--params")
-    ap.add_argument("--profile")
-    ap.add_argument("--max-clips-per-file", type=int)
-    ap.add_argument("--skip-bad", action="store_true", help="log and skip unreadable files instead of stopping")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = render_profile(a.profile) if a.profile else load_params(a.params)
-    m = import_audio_folder(a.audio_dir, a.captions_csv, a.out, params, a.max_clips_per_file,
-                            on_error="skip" if a.skip_bad else "raise")
-    import pandas as pd
-    df = pd.read_csv(m)
-    print(json.dumps({"manifest": str(m), "clips": len(df), "hours": round(df.duration_s.sum() / 3600, 4),
-                      "per_split": df.split.value_counts().to_dict()}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,11 +11,10 @@ The paper's protocol: n=16 raters, 20 sets (one text prompt each, one clip per s
 Systems are `data/samples/<system>/` folders (samples.csv + NNNN.wav for the test-split prompts, in order),
 plus a hidden `reference` (the real test clip, as in MUSHRA, ITU-R BS.1534) and anchors derived from it.
 
-CLI:  python -m presto_lib.eval.listening build|serve|analyse ...  (see --help)
+CLI:  python -m presto_lib.stages.listening build|serve|analyse ...  (see --help)
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -199,56 +198,3 @@ def build_kit_from_params(P: Mapping[str, Any], out_dir: str | os.PathLike | Non
     return build_kit(sources, out_dir or L["kit_dir"], n_sets=int(L["n_sets"]), sample_rate=int(C["sample_rate"]),
                      excerpt_seconds=L.get("excerpt_seconds"), target_lufs=float(L["target_lufs"]),
                      anchors=(L.get("anchors") or {}) if ref else {}, seed=int(C["seed"]))
-
-
-# ---- CLI ----
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`build` a kit, `serve` it to raters, `analyse` the ratings."""
-    from presto_lib.config import load_params
-    from presto_lib.eval import listening_analysis as la
-    from presto_lib.eval.listening_server import serve
-
-    ap = argparse.ArgumentParser(prog="python -m presto_lib.eval.listening", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build a blinded kit from params.yaml's `listening` group")
-    b.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
-    b.add_argument("--out", default=None, help="kit folder (default: listening.kit_dir)")
-    b.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
-                   help="a system's samples folder (repeatable; replaces listening.systems)")
-    s = sub.add_parser("serve", help="serve a kit to raters on 127.0.0.1 and save their ratings")
-    s.add_argument("kit")
-    s.add_argument("--ratings", default="data/listening_test/ratings.csv")
-    s.add_argument("--port", type=int, default=8000)
-    a = sub.add_parser("analyse", help="unblind ratings, paired t-tests (Bonferroni), table + violin plot")
-    a.add_argument("kit")
-    a.add_argument("--params", default=None)
-    a.add_argument("--ratings", default=None, help="ratings CSV (default: listening.ratings; simulated if absent)")
-    a.add_argument("--table", default="results/tables/listening_test.csv")
-    a.add_argument("--figure", default="results/figures/fig12_listening_test.png")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-
-    if args.cmd == "serve":
-        serve(args.kit, args.ratings, args.port)
-        return 0
-    P = load_params(args.params)
-    if args.cmd == "build":
-        systems = dict(x.split("=", 1) for x in args.system) if args.system else None
-        print(f"kit written to {build_kit_from_params(P, args.out, systems)}")
-        return 0
-    L = P["listening"]
-    if args.ratings and not Path(args.ratings).is_file():
-        ap.error(f"--ratings {args.ratings} not found (leave it out to analyse simulated raters)")
-    res = la.run_analysis(args.kit, args.ratings or L["ratings"], L, seed=int(P["common"]["seed"]))
-    la.write_table(res, args.table)
-    la.plot_violin(res, args.figure)
-    print(res.table.to_string(index=False))
-    print(f"wrote {args.table} (+ .md) and {args.figure}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

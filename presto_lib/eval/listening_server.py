@@ -55,7 +55,7 @@ def load_public_kit(kit_dir: str | os.PathLike) -> dict[str, Any]:
     public = Path(kit_dir) / "public"
     path = public / "kit.json"
     if not path.is_file():
-        raise ValueError(f"{path} not found: build a kit first (python -m presto_lib.eval.listening build)")
+        raise ValueError(f"{path} not found: build a kit first (python -m presto_lib.stages.listening build)")
     kit = json.loads(path.read_text())
     seen: set[str] = set()
     for s in kit["sets"]:

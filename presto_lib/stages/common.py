@@ -9,8 +9,8 @@ and the rules every stage shares:
   run whose params changed is refused with `ParamsChanged`, naming the keys, unless a restart is asked for
   (`restart=True`, a stage's `--restart`, or `PRESTO_RESTART=1`), which clears the run and starts afresh.
 - Atomic writes through `presto_lib.atomic` (`write_text`, `write_json`, `atomic_path`), re-exported here.
-- Results land in `results_root(profile)`: `results/` for the committed `cpu` profile, `results/<profile>/` for
-  every other one, so a `smoke` run never touches the `cpu` tables and figures.
+- Results land in `results_root(P)` (params `common.results`): `results/` for the committed `cpu` profile,
+  `results/<profile>/` for every other one, so a `smoke` run never touches the `cpu` tables and figures.
 """
 from __future__ import annotations
 
@@ -36,9 +36,14 @@ COMMITTED_PROFILE = "cpu"            # the profile whose results are committed a
 
 # ---- results layout ----------------------------------------------------------------------------
 
-def results_root(profile: str) -> Path:
-    """Where a profile's tables and figures land: results/ for `cpu`, results/<profile>/ otherwise."""
-    return Path("results") if profile == COMMITTED_PROFILE else Path("results") / profile
+def results_root(P: dict[str, Any]) -> Path:
+    """Where a profile's tables, figures and metrics land: params `common.results` (profiles/common.yaml:
+    results/ for `cpu`, results/<profile>/ for every other profile)."""
+    root = Path(P["common"]["results"])
+    if P.get("profile", COMMITTED_PROFILE) != COMMITTED_PROFILE and root == Path("results"):
+        raise ValueError(f"profile {P.get('profile')!r} would write into the committed cpu results at results/; "
+                         "set common.results to results/<profile>")
+    return root
 
 
 # ---- the stage context -------------------------------------------------------------------------
@@ -61,7 +66,7 @@ class Stage:
     @property
     def results(self) -> Path:
         """This profile's results root (relative to the project root)."""
-        return results_root(self.profile)
+        return results_root(self.P)
 
     @property
     def tables(self) -> Path:

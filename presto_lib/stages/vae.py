@@ -27,7 +27,8 @@ def train_vae(P: dict, manifest: str | os.PathLike, out_dir: str | os.PathLike, 
 
     V, C = {**P["vae"], **overrides}, P["common"]
     sr, out_dir = int(C["sample_rate"]), Path(out_dir)
-    resume_or_restart(out_dir, {"vae": {k: v for k, v in V.items() if k not in RESUMABLE_KEYS}, "common": C},
+    audio = {k: C[k] for k in ("seed", "sample_rate", "clip_seconds", "channels")}
+    resume_or_restart(out_dir, {"vae": {k: v for k, v in V.items() if k not in RESUMABLE_KEYS}, "common": audio},
                       restart=restart)
     clip = int(round(C["clip_seconds"] * sr))
     ds = ClipDataset(manifest, "train", sample_rate=sr, clip_samples=clip)

@@ -1,0 +1,195 @@
+"""Every stage of the pipeline, declared once: `stages.render` writes dvc.yaml from this list.
+
+A stage names its entry (a `presto_lib.stages.<module>` run with `python -m`, or a notebook run with papermill),
+its data deps, the params it reads, and its outputs. Its code deps are not listed: `render` computes them as the
+static import closure of the entry (`stages.imports`). `R` stands for the profile's results root
+(`${common.results}`: results/ for cpu, results/<profile>/ otherwise).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS"]
+
+R = "${common.results}"
+EDM6 = ("edm.sigma_data", "edm.p_mean", "edm.p_std", "edm.sigma_min", "edm.sigma_max", "edm.rho")
+PRESTO_L_VARIANTS = ("ase", "ase_shift", "ase_budget", "ase_st", "presto_l")   # distill.presto_l.VARIANTS
+PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist", "presto_l.cond_dropout",
+                  "presto_l.lr", "presto_l.batch_size", "presto_l.steps", "presto_l.grad_clip",
+                  "presto_l.ema_decay", "presto_l.ckpt_every", "presto_l.log_every")
+PRESTO_S_RECIPE = ("presto_s.base_model", "presto_s.latents", "presto_s.out_dir", "presto_s.algorithm",
+                   "presto_s.head", "presto_s.runs", "presto_s.train")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One DVC stage: entry (module `presto_lib.stages.x` or `notebooks/NN_x.ipynb`), deps, params, outputs."""
+    name: str
+    entry: str
+    args: str = ""                                   # CLI arguments of a module entry
+    deps: tuple[str, ...] = ()                       # data deps (code deps are computed)
+    extra_code: tuple[str, ...] = ()                 # non-Python files the code reads (page assets, fixtures)
+    params: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()                       # cached outputs (data)
+    persist: tuple[str, ...] = ()                    # cached outputs kept across reruns (resumable training)
+    results: tuple[str, ...] = ()                    # uncached outputs (tables, figures), committed to git
+    metrics: tuple[str, ...] = ()                    # uncached JSON of key numbers (`dvc metrics show`)
+    plots: tuple[tuple[str, dict[str, Any]], ...] = ()   # uncached CSV curves (`dvc plots show`)
+    foreach: Any = None                              # a list, or a "${params.key}" string
+    notes: str = ""
+
+    @property
+    def is_notebook(self) -> bool:
+        """Whether the entry is a papermill notebook."""
+        return self.entry.endswith(".ipynb")
+
+    @property
+    def source(self) -> str:
+        """The Python file whose imports define the code deps (a notebook's paired py:percent source)."""
+        if self.is_notebook:
+            return "notebooks/src/" + self.entry.rsplit("/", 1)[-1].replace(".ipynb", ".py")
+        return self.entry.replace(".", "/") + ".py"
+
+    @property
+    def executed(self) -> str:
+        """Where papermill writes the executed notebook."""
+        return "data/executed/" + self.entry.rsplit("/", 1)[-1]
+
+    @property
+    def cmd(self) -> str:
+        """The command DVC runs (the venv's interpreter via `python -m`)."""
+        if self.is_notebook:
+            return (f"python -m papermill {self.entry} {self.executed} -k presto --cwd . "
+                    "-p params_file params.yaml")
+        return f"python -m {self.entry}" + (f" {self.args}" if self.args else "")
+
+
+def _t(*names: str) -> tuple[str, ...]:
+    """results/tables/<name> for each name."""
+    return tuple(f"{R}/tables/{n}" for n in names)
+
+
+def _f(*names: str) -> tuple[str, ...]:
+    """results/figures/<name> for each name."""
+    return tuple(f"{R}/figures/{n}" for n in names)
+
+
+def _rows(*systems: str) -> tuple[str, ...]:
+    """The Table 2 row files of some systems (`stages.tables`)."""
+    return tuple(f"{R}/tables/table2_rows/{s}.csv" for s in systems)
+
+
+def _m(*names: str) -> tuple[str, ...]:
+    """results/metrics/<name>.json for each name."""
+    return tuple(f"{R}/metrics/{n}.json" for n in names)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("edm_basics", "notebooks/00_edm_basics.ipynb", params=("common", "edm"),
+              results=_f("fig02_noise_distributions.png")),
+    StageSpec("corpus", "notebooks/01_data.ipynb", params=("common", "corpus"), outs=("data/corpus",),
+              results=_f("fig_corpus_overview.png", "fig_corpus_examples.png")
+              + _t("corpus_summary.csv", "corpus_summary.md")),
+    StageSpec("vae", "notebooks/02_vae.ipynb", deps=("data/corpus",), params=("common", "vae", "corpus.out_dir"),
+              persist=("data/vae",),
+              results=_f("fig_vae_reconstruction.png") + _t("vae_reconstruction.csv", "vae_reconstruction.md"),
+              metrics=_m("vae")),
+    StageSpec("metrics", "notebooks/04_metrics.ipynb", deps=("data/corpus",),
+              extra_code=("tests/fixtures/musicnn_msd.npz",), params=("common", "metrics"), outs=("data/metrics",),
+              results=_t("metric_sanity.csv", "metric_sanity.md") + _f("fig_metric_sanity.png")),
+    StageSpec("latents", "presto_lib.stages.latents", deps=("data/corpus", "data/vae"),
+              params=("common.seed", "base.manifest", "base.vae", "base.latents", "base.encode_batch_size",
+                      "base.sample_posterior"), outs=("data/latents",)),
+    StageSpec("base", "notebooks/03_base.ipynb",
+              deps=("data/corpus", "data/vae", "data/latents", "data/metrics", f"{R}/tables/metric_sanity.csv"),
+              params=("common", *EDM6, "base", "metrics.reference_split", "metrics.backbone", "metrics.clap_path",
+                      "metrics.k", "metrics.musicnn_hop_s"),
+              persist=("data/base",), outs=("data/samples/base",),
+              results=_f("fig_base_training.png", "fig_base_spectrograms.png")
+              + _t("base_bpm_following.csv", "base_bpm_following.md") + _rows("base"),
+              metrics=_m("table2_base")),
+    StageSpec("presto_l_base_curve", "presto_lib.stages.presto_l", args="--variant base",
+              deps=("data/base", "data/vae", "data/corpus"),
+              params=("common", "edm", "base.sampler", "base.guidance", "base.cfg_weight", "base.sample_steps",
+                      "presto_l.base_model", "presto_l.vae", "presto_l.manifest", "presto_l.out_dir",
+                      "presto_l.eval_prompts", "presto_l.eval_steps", "presto_l.gen_batch_size"),
+              outs=("data/presto_l/base",)),
+    StageSpec("presto_l_finetune", "presto_lib.stages.presto_l", args="--variant ${item}",
+              foreach=list(PRESTO_L_VARIANTS),
+              deps=("data/base", "data/vae", "data/latents", "data/corpus"),
+              params=("common", "edm", "base.sampler", "base.guidance", "base.cfg_weight", "base.sample_steps",
+                      "base.eval_prompts", "presto_l.base_model", "presto_l.vae", "presto_l.latents",
+                      "presto_l.manifest", "presto_l.out_dir", "presto_l.samples_dir", "presto_l.schedule",
+                      *PRESTO_L_TRAIN, "presto_l.eval_prompts", "presto_l.eval_steps", "presto_l.table_prompts",
+                      "presto_l.table_steps", "presto_l.gen_batch_size"),
+              outs=("data/presto_l/${item}", "data/samples/${item}")),
+    StageSpec("presto_l", "notebooks/05_presto_l.ipynb",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/metrics", "data/samples/base",
+                    "data/presto_l/base", *(f"data/presto_l/{v}" for v in PRESTO_L_VARIANTS),
+                    "data/samples/ase", "data/samples/presto_l"),
+              params=("common", "edm", "base", "metrics", "presto_l"),
+              results=_f("fig04_variance_depth.png", "fig06_presto_l.png", "fig10_presto_l_ablation.png")
+              + _t("fig04_variance_depth.csv", "fig06_presto_l.md", "fig10_presto_l_ablation.md",
+                   "presto_l_speedup.csv", "presto_l_speedup.md", "presto_l_claims.csv") + _rows("ase", "presto_l"),
+              metrics=_m("table2_ase", "table2_presto_l"),
+              plots=((f"{R}/tables/fig06_presto_l.csv", {"x": "nfe", "y": "FAD", "template": "linear"}),
+                     (f"{R}/tables/fig10_presto_l_ablation.csv", {"x": "nfe", "y": "FAD", "template": "linear"}))),
+    StageSpec("presto_s_run", "presto_lib.stages.presto_s", args="--run ${item}", foreach="keys:presto_s.runs",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus"),
+              params=("common", *EDM6, "base.eval_prompts", "presto_s.base_model", "presto_s.vae",
+                      "presto_s.latents", "presto_s.manifest", "presto_s.out_dir", "presto_s.samples_dir",
+                      "presto_s.algorithm", "presto_s.head", "presto_s.runs.${item}", "presto_s.train",
+                      "presto_s.presto_s_run", "presto_s.dmd_gan_run", "presto_s.curve_runs",
+                      "presto_s.eval_prompts", "presto_s.table_prompts", "presto_s.eval_steps",
+                      "presto_s.table_steps", "presto_s.gen_batch_size"),
+              outs=("data/presto_s/${item}", "data/samples/presto_s_${item}")),
+    StageSpec("presto_s", "notebooks/06_presto_s.ipynb",
+              deps=("data/base", "data/vae", "data/corpus", "data/metrics", "data/presto_s",
+                    "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_s_${presto_s.dmd_gan_run}"),
+              params=("common", "edm", "metrics", "presto_s"),
+              results=_t("table1_noise_distributions.csv", "table1_noise_distributions.md", "presto_s_findings.csv")
+              + _f("fig05_continuous_vs_discrete.png", "fig11_spectrograms.png") + _rows("presto_s", "dmd_gan"),
+              metrics=_m("table2_presto_s", "table2_dmd_gan")),
+    StageSpec("presto_ls_layer", "presto_lib.stages.presto_ls", args="layer", deps=("data/base", "data/latents"),
+              params=("common", *EDM6, "presto_l.base_model", "presto_l.latents", *PRESTO_L_TRAIN,
+                      "presto_ls.schedule", "presto_ls.layer_steps"),
+              outs=("data/presto_ls/presto_l",)),
+    StageSpec("presto_ls_distill", "presto_lib.stages.presto_ls", args="distill",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/presto_ls/presto_l",
+                    "data/presto_s/${presto_ls.presto_s_run}/generator"),
+              params=("common", "edm", "presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist",
+                      "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_s.vae",
+                      "presto_s.manifest", "presto_s.samples_dir", "base.eval_prompts", "presto_s.table_prompts",
+                      "presto_s.table_steps", "presto_s.gen_batch_size", "presto_ls.presto_s_run",
+                      "presto_ls.schedule", "presto_ls.iterations", "presto_ls.table_steps"),
+              outs=("data/presto_ls/presto_ls", "data/samples/presto_ls")),
+    StageSpec("presto_ls_early", "presto_lib.stages.presto_ls", args="early --setup ${item}",
+              foreach="${presto_ls.fig8_setups}",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/presto_ls/presto_l",
+                    "data/presto_s/${presto_ls.presto_s_run}/generator"),
+              params=("common", "edm", "presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist",
+                      "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_ls.presto_s_run",
+                      "presto_ls.schedule", "presto_ls.fig8_iterations"),
+              outs=("data/presto_ls/fig8/${item}",)),
+    StageSpec("presto_ls", "notebooks/07_presto_ls.ipynb",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/metrics", "data/presto_ls",
+                    "data/samples/presto_ls", "data/presto_s/${presto_ls.presto_s_run}/generator",
+                    "data/samples/presto_s_${presto_ls.presto_s_run}"),
+              params=("common", "edm", "base", "metrics", "presto_l", "presto_s", "presto_ls"),
+              results=_f("fig07_presto_s_variance.png", "fig08_ls_failure_modes.png")
+              + _t("fig08_ls_failure_modes.csv", "latency.csv", "latency.md") + _rows("presto_ls"),
+              metrics=_m("table2_presto_ls")),
+    StageSpec("listening", "notebooks/08_listening_test.ipynb",
+              deps=("data/corpus", "data/samples/base", "data/samples/presto_l",
+                    "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_ls"),
+              extra_code=("presto_lib/eval/listening_page",), params=("common", "listening"),
+              outs=("data/listening_test/kit",),
+              results=_f("fig12_listening_test.png") + _t("listening_test.csv", "listening_test.md")),
+    StageSpec("tables", "presto_lib.stages.tables",
+              deps=_rows("base", "ase", "presto_l", "presto_s", "dmd_gan", "presto_ls"), params=("common.results",),
+              results=_t("table2_full_comparison.csv", "table2_full_comparison.md")),
+    StageSpec("pipeline_times", "presto_lib.stages.pipeline_times",
+              deps=("data/executed", f"{R}/tables/table2_full_comparison.csv"), params=("common.results",),
+              results=_t("pipeline_times.csv", "pipeline_times.md")),
+)
