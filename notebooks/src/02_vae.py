@@ -231,6 +231,9 @@ table.to_csv(TAB / "vae_reconstruction.csv")
 (TAB / "vae_reconstruction.md").write_text(
     f"VAE reconstruction on {n_eval} test clips (profile {P['profile']}, {SR} Hz, hop {vae.hop_length}, "
     f"latent dim {vae.latent_dim}); mean and std over clips.\n\n" + table.to_markdown() + "\n")
+S.write_metrics("vae", {"train_steps": int(V["steps"]), "clips": n_eval,
+                        "mel_distance": float(table.loc["VAE", "mel distance mean"]),
+                        "si_sdr_db": float(table.loc["VAE", "SI-SDR (dB) mean"])})
 table
 
 # %%
