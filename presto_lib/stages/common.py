@@ -1,7 +1,10 @@
 """The single entry of every stage (module or notebook): root, params, seed, threads, device, logging, results.
 
     S = start("presto_s", params_file)          # chdir to the project root, read params.yaml, seed, threads
-    S.P["presto_s"], S.seed, S.device, S.tables / "x.csv", S.figures / "y.png", S.log.info(...)
+    S.P["presto_s"], S.T["presto_s"].train.lr_fake, S.seed, S.device, S.tables / "x.csv", S.log.info(...)
+
+`S.P` holds params.yaml validated and coerced by `stages.params` (unknown keys, wrong types and out-of-range
+values stop the stage with the group and key named); `S.T` the same as typed dataclasses.
 
 and the rules every stage shares:
 
@@ -25,6 +28,7 @@ from typing import Any
 
 from presto_lib.atomic import atomic_path, write_json, write_text
 from presto_lib.config import find_root, load_params
+from presto_lib.stages.params import Group, coerced_params, typed_params
 
 __all__ = ["Stage", "start", "results_root", "ParamsChanged", "resume_or_restart", "json_safe", "config_diff",
            "atomic_path", "write_json", "write_text", "THREADS_ENV", "RESTART_ENV"]
@@ -54,6 +58,7 @@ class Stage:
     name: str
     root: Path
     P: dict[str, Any]
+    T: dict[str, Group] = field(repr=False)
     seed: int
     device: str
     log: logging.Logger = field(repr=False)
@@ -108,7 +113,7 @@ def start(name: str, params_file: str | os.PathLike = "params.yaml", *, threads:
 
     root = find_root()
     os.chdir(root)
-    P = load_params(params_file)
+    P = coerced_params(load_params(params_file))
     seed = int(P["common"]["seed"])
     random.seed(seed)
     np.random.seed(seed)
@@ -118,7 +123,7 @@ def start(name: str, params_file: str | os.PathLike = "params.yaml", *, threads:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger(f"presto.{name}")
     log.info("profile %s, seed %d, device %s, %d threads", P.get("profile"), seed, dev, torch.get_num_threads())
-    return Stage(name=name, root=root, P=P, seed=seed, device=dev, log=log)
+    return Stage(name=name, root=root, P=P, T=typed_params(P), seed=seed, device=dev, log=log)
 
 
 # ---- resume or restart -------------------------------------------------------------------------

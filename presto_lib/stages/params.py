@@ -1,0 +1,402 @@
+"""Typed stage params: one frozen dataclass per params group, built from params.yaml with checks.
+
+    T = typed_params(P)               # {group: dataclass}; raises ParamsError naming group and key
+    T["base"].steps, T["presto_s"].train.lr_generator
+
+Rules (the same for every group): every key of the group must be a field (unknown keys are rejected, so a typo
+such as `base.stepz` fails instead of being ignored) and every field must be given: the defaults live in
+profiles/*.yaml only. Values are coerced to the field's type: numbers written as YAML strings ("3e-4") become
+floats, whole floats (30.0) become ints, but 30.7 for an int, a string for a bool or a list for a number is an
+error. Range checks come from field metadata (`steps >= 1`, batch sizes >= 1, learning rates > 0, EMA decay in
+[0, 1]). `stages.common.start` validates every group and hands stages the coerced values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ParamsError", "Group", "GROUPS", "typed_params", "coerced_params"]
+
+
+class ParamsError(ValueError):
+    """A params value that is unknown, missing, of the wrong type or out of range (names group and key)."""
+
+
+def _F(min: float | None = None, max: float | None = None, gt: float | None = None) -> Any:
+    """A required field with range metadata."""
+    return field(metadata={"min": min, "max": max, "gt": gt})
+
+
+# ---- coercion ------------------------------------------------------------------------------------
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` as type `tp` (int, float, bool, str, list[...], dict, unions with None, a Group), or ParamsError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ParamsError as e:
+                errors.append(str(e))
+        raise ParamsError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
+    if isinstance(tp, type) and issubclass(tp, Group):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
+        return tp.from_dict(value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamsError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        try:
+            num = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ParamsError(f"{where}: expected a number, got {value!r}") from None
+        if tp is float:
+            return float(num)
+        if isinstance(num, float) and not num.is_integer():
+            raise ParamsError(f"{where}: expected an integer, got {value!r}")
+        return int(num)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ParamsError(f"{where}: expected a string, got {value!r}")
+    if tp is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported field type {tp}")
+
+
+def _check_range(value: Any, meta: dict[str, Any], where: str) -> None:
+    """Range checks of a number (or of every number in a list) from field metadata."""
+    for v in (value if isinstance(value, list) else [value]):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if meta.get("min") is not None and v < meta["min"]:
+            raise ParamsError(f"{where}: {v!r} is below its minimum {meta['min']}")
+        if meta.get("max") is not None and v > meta["max"]:
+            raise ParamsError(f"{where}: {v!r} is above its maximum {meta['max']}")
+        if meta.get("gt") is not None and not v > meta["gt"]:
+            raise ParamsError(f"{where}: {v!r} must be greater than {meta['gt']}")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Base of a params group: `from_dict` validates, coerces and range-checks."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], group: str) -> "Group":
+        """The group from its params dict; ParamsError names `group.key` of the first problem."""
+        if not isinstance(d, dict):
+            raise ParamsError(f"params group {group!r}: expected a mapping, got {d!r}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ParamsError(f"params group {group!r}: unknown key {unknown[0]!r} ({group}.{unknown[0]}); "
+                              f"known keys: {', '.join(fields)}")
+        missing = [k for k in fields if k not in d]
+        if missing:
+            raise ParamsError(f"params group {group!r}: missing key {missing[0]!r} ({group}.{missing[0]}); "
+                              "add it to profiles/*.yaml")
+        values = {}
+        for k, f in fields.items():
+            where = f"{group}.{k}"
+            values[k] = _coerce(d[k], hints[k], where)
+            _check_range(values[k], dict(f.metadata), where)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Back to a plain params dict (nested groups included)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CommonParams(Group):
+    """params `common`."""
+    seed: int = _F(min=0)
+    sample_rate: int = _F(min=1)
+    clip_seconds: float = _F(gt=0)
+    channels: int = _F(min=1)
+    results: str
+
+
+@dataclass(frozen=True)
+class EdmParams(Group):
+    """params `edm`."""
+    sigma_data: float = _F(gt=0)
+    p_mean: float
+    p_std: float = _F(gt=0)
+    sigma_min: float = _F(gt=0)
+    sigma_max: float = _F(gt=0)
+    rho: float = _F(gt=0)
+    fig_samples: int
+    toy_steps: list[int]
+    toy_samples: int
+    toy_ref_steps: int
+    toy_modes: int
+    toy_mode_std: float
+    guide_steps: int
+    cfg_weights: list[float]
+    cfgpp_weights: list[float]
+
+
+@dataclass(frozen=True)
+class CorpusParams(Group):
+    """params `corpus`."""
+    out_dir: str
+    music21: bool
+    styles: list
+    midi_dirs: list
+    max_pieces_per_style: int
+    max_clips_per_style: int
+    max_clips_per_render: int
+    max_renders_per_piece: int
+    augmentations: int
+    augment_splits: list[str]
+    transpose_range: list[int]
+    tempo_range: list[float]
+    max_repeats: int
+    min_notes: int
+    max_notes: int
+    splits: dict
+    target_lufs: float
+    silence_db: float
+    max_silent_frac: float
+    soundfont: str
+    gain: float
+    workers: int = _F(min=0)
+    n_examples: int
+
+
+@dataclass(frozen=True)
+class VaeParams(Group):
+    """params `vae`."""
+    out_dir: str
+    strides: list[int]
+    latent_dim: int
+    encoder_dim: int
+    decoder_dim: int
+    input_gain: float
+    periods: list[int]
+    fft_sizes: list[int]
+    mpd_channels: int
+    mrd_channels: int
+    mel_weight: float
+    feat_weight: float
+    gen_weight: float
+    kl_weight: float = _F(min=0)
+    mel_windows: list[int]
+    mel_bins: list[int]
+    lr: float = _F(gt=0)
+    betas: list[float]
+    lr_gamma: float
+    grad_clip_gen: float
+    grad_clip_disc: float
+    ema_decay: float = _F(min=0, max=1)
+    batch_size: int = _F(min=1)
+    segment_seconds: float
+    steps: int = _F(min=1)
+    gan_start: int = _F(min=0)
+    ckpt_every: int = _F(min=1)
+    log_every: int = _F(min=1)
+    num_workers: int = _F(min=0)
+    threads: int = _F(min=1)
+    scale_clips: int = _F(min=1)
+    eval_clips: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class MetricsParams(Group):
+    """params `metrics`."""
+    manifest: str
+    reference_split: str
+    floor_split: str
+    backbone: str
+    musicnn_hop_s: float
+    clap_path: str | None
+    k: int = _F(min=1)
+    n_boot: int = _F(min=0)
+    corpus_clap: dict
+    sanity: dict
+
+
+@dataclass(frozen=True)
+class BaseParams(Group):
+    """params `base`."""
+    manifest: str
+    vae: str
+    latents: str
+    out_dir: str
+    metrics_dir: str
+    samples_dir: str
+    encode_batch_size: int = _F(min=1)
+    sample_posterior: bool
+    dit: dict
+    cond_dropout: float = _F(min=0, max=1)
+    lr: float = _F(gt=0)
+    betas: list[float]
+    warmup_steps: int = _F(min=0)
+    batch_size: int = _F(min=1)
+    steps: int = _F(min=1)
+    grad_clip: float = _F(min=0)
+    ema_decay: float = _F(min=0, max=1)
+    ckpt_every: int = _F(min=1)
+    keep_checkpoints: int = _F(min=1)
+    log_every: int = _F(min=1)
+    num_workers: int = _F(min=0)
+    sampler: str
+    sample_steps: int = _F(min=1)
+    guidance: str
+    cfg_weight: float
+    gen_batch_size: int = _F(min=1)
+    eval_prompts: int | None = _F(min=1)
+    preview: int = _F(min=1)
+    bpm_check: dict
+    latency_repeats: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class PrestoLParams(Group):
+    """params `presto_l`."""
+    base_model: str
+    vae: str
+    latents: str
+    manifest: str
+    metrics_dir: str
+    out_dir: str
+    samples_dir: str
+    schedule: str | list
+    ref_depth: int
+    st_weight: float
+    sigma_dist: str
+    cond_dropout: float = _F(min=0, max=1)
+    lr: float = _F(gt=0)
+    batch_size: int = _F(min=1)
+    steps: int = _F(min=1)
+    grad_clip: float = _F(min=0)
+    ema_decay: float = _F(min=0, max=1)
+    ckpt_every: int = _F(min=1)
+    log_every: int = _F(min=1)
+    eval_prompts: int | None = _F(min=1)
+    eval_steps: list[int]
+    table_prompts: int | None = _F(min=1)
+    table_steps: int | None = _F(min=1)
+    gen_batch_size: int = _F(min=1)
+    variance_sigmas: list[float]
+    variance_clips: int = _F(min=1)
+    latency_repeats: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class PrestoSTrain(Group):
+    """params `presto_s.train`."""
+    iterations: int = _F(min=1)
+    batch_size: int = _F(min=1)
+    crop_frames: int = _F(min=0)
+    lr_generator: float = _F(gt=0)
+    lr_fake: float = _F(gt=0)
+    betas: list[float]
+    grad_clip: float = _F(min=0)
+    ema_decay: float = _F(min=0, max=1)
+    ckpt_every: int = _F(min=1)
+    log_every: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class PrestoSParams(Group):
+    """params `presto_s`."""
+    base_model: str
+    vae: str
+    latents: str
+    manifest: str
+    metrics_dir: str
+    out_dir: str
+    samples_dir: str
+    algorithm: dict
+    head: dict
+    runs: dict
+    presto_s_run: str
+    discrete_run: str
+    dmd_gan_run: str
+    curve_runs: list[str]
+    train: PrestoSTrain
+    eval_prompts: int | None = _F(min=1)
+    table_prompts: int | None = _F(min=1)
+    eval_steps: list[int]
+    table_steps: int = _F(min=1)
+    gen_batch_size: int = _F(min=1)
+    fig11_prompts: int = _F(min=1)
+    latency_repeats: int = _F(min=1)
+    toy: dict
+
+
+@dataclass(frozen=True)
+class PrestoLsParams(Group):
+    """params `presto_ls`."""
+    presto_s_run: str
+    schedule: str | list
+    layer_steps: int | None = _F(min=1)
+    iterations: int | None = _F(min=1)
+    table_steps: int | None = _F(min=1)
+    fig8_setups: list[str]
+    fig8_iterations: int = _F(min=1)
+    fig8_last: int
+    base_steps: int | None = _F(min=1)
+    latency_repeats: int = _F(min=1)
+    latency_prompt: int = _F(min=0)
+
+
+@dataclass(frozen=True)
+class ListeningParams(Group):
+    """params `listening`."""
+    manifest: str
+    kit_dir: str
+    ratings: str
+    n_sets: int = _F(min=1)
+    excerpt_seconds: float | None
+    target_lufs: float
+    reference: bool
+    anchors: dict
+    systems: dict
+    chosen: str
+    unit: str
+    alternative: str
+    alpha: float
+    simulate: dict
+
+
+GROUPS: dict[str, type[Group]] = {"common": CommonParams, "edm": EdmParams, "corpus": CorpusParams, "vae": VaeParams,
+                                  "metrics": MetricsParams, "base": BaseParams, "presto_l": PrestoLParams,
+                                  "presto_s": PrestoSParams, "presto_ls": PrestoLsParams,
+                                  "listening": ListeningParams}
+
+
+def typed_params(P: dict[str, Any]) -> dict[str, Group]:
+    """Every group of a params dict as its dataclass; an unknown group is an error too."""
+    unknown = sorted(set(P) - set(GROUPS) - {"profile"})
+    if unknown:
+        raise ParamsError(f"unknown params group {unknown[0]!r}; known groups: {', '.join(GROUPS)}")
+    return {g: cls.from_dict(P[g], g) for g, cls in GROUPS.items() if g in P}
+
+
+def coerced_params(P: dict[str, Any]) -> dict[str, Any]:
+    """The params dict with every value validated and coerced (what stages read)."""
+    return {"profile": P.get("profile"), **{g: t.to_dict() for g, t in typed_params(P).items()}}
