@@ -121,8 +121,9 @@ def paired_tests(df: pd.DataFrame, chosen: str, unit: str = "rater", alternative
                  alpha: float = 0.05) -> pd.DataFrame:
     """Paired t-test of `chosen` vs every other system over units, with Bonferroni-corrected p-values.
 
-    t = mean(d) / (sd(d) / sqrt(n)), d = chosen - other per unit, dof = n - 1; alternative "greater" tests
-    chosen > other. p_bonferroni = min(1, m * p) for m comparisons.
+    `scipy.stats.ttest_rel` over the units both systems were rated by: t = mean(d) / (sd(d) / sqrt(n)),
+    d = chosen - other, dof = n - 1; alternative "greater" tests chosen > other. p_bonferroni = min(1, m * p)
+    for m comparisons.
     """
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"unknown alternative {alternative!r}")
@@ -132,12 +133,13 @@ def paired_tests(df: pd.DataFrame, chosen: str, unit: str = "rater", alternative
     others = [s for s in wide.columns if s != chosen]
     rows = []
     for other in others:
-        d = (wide[chosen] - wide[other]).dropna().to_numpy()
+        pair = wide[[chosen, other]].dropna()
+        d = (pair[chosen] - pair[other]).to_numpy()
         n = len(d)
-        sd = np.std(d, ddof=1) if n > 1 else np.nan
-        t = np.mean(d) / (sd / np.sqrt(n)) if n > 1 and sd > 0 else np.nan
-        p = {"two-sided": 2 * stats.t.sf(abs(t), n - 1), "greater": stats.t.sf(t, n - 1),
-             "less": stats.t.cdf(t, n - 1)}[alternative] if np.isfinite(t) else np.nan
+        t, p = np.nan, np.nan
+        if n > 1 and np.std(d, ddof=1) > 0:
+            res = stats.ttest_rel(pair[chosen].to_numpy(), pair[other].to_numpy(), alternative=alternative)
+            t, p = float(res.statistic), float(res.pvalue)
         rows.append({"system": other, "vs": chosen, "n_pairs": n, "mean_diff": float(np.mean(d)) if n else np.nan,
                      "t": t, "dof": n - 1, "p": p})
     out = pd.DataFrame(rows, columns=["system", "vs", "n_pairs", "mean_diff", "t", "dof", "p"])

@@ -122,27 +122,20 @@ def mmd(x, y, sigma: float | None = None, scale: float = MMD_SCALE) -> float:
 
 # ---- precision / recall / density / coverage ----
 
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each point to its k-th nearest neighbour in its own set (itself excluded)."""
-    d = np.sqrt(_sq_dists(x, x))
-    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
-
-
 def prdc(real, fake, k: int = 5) -> dict[str, float]:
-    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN balls; `prdc` package semantics."""
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN balls: `prdc.compute_prdc`."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
     real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
     _same_dim(real, fake)
     if not 1 <= k < min(len(real), len(fake)):
         raise ValueError(f"k={k} needs more than k embeddings in each set (got {len(real)} real, {len(fake)} fake)")
-    r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
-    d = np.sqrt(_sq_dists(real, fake))                      # [real, fake]
-    inside_real = d < r_real[:, None]                       # fake j inside real ball i
-    return {
-        "precision": float(inside_real.any(0).mean()),      # fakes inside the real manifold
-        "recall": float((d < r_fake[None, :]).any(1).mean()),  # reals inside the fake manifold
-        "density": float(inside_real.sum(0).mean() / k),    # how many real balls hold each fake, / k
-        "coverage": float((d.min(1) < r_real).mean()),      # real balls holding at least one fake
-    }
+    with contextlib.redirect_stdout(io.StringIO()):          # compute_prdc prints the set sizes
+        out = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
+    return {key: float(out[key]) for key in ("precision", "recall", "density", "coverage")}
 
 
 # ---- CLAP score ----
