@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from presto_lib.diffusion import edm
+from presto_lib.diffusion.score_model import null_like
 from presto_lib.distill.discriminator import DiscriminatorHead, discriminator_gan_loss, generator_gan_loss
-from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, null_condition, optimizer_update,
+from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, optimizer_update,
                                          pingpong_sigmas, sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
@@ -132,7 +133,7 @@ def test_teacher_uses_plain_cfg_with_the_null_condition():
             "bpm": torch.full((3,), 120.0)}
     out = ps.real_denoise(torch.zeros(3, 2, 1), torch.ones(3), cond)
     torch.testing.assert_close(out, torch.full_like(out, 4.5))           # mu_u + w (mu_c - mu_u) = 0 + 4.5 (1 - 0)
-    null = null_condition(cond)
+    null = null_like(cond)
     assert not null["text_mask"].any() and (null["bpm"] <= 0).all() and not null["text"].any()
 
 

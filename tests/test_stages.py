@@ -160,3 +160,17 @@ def test_table2_assembles_rows_in_fixed_order(tmp_path):
     row_path(tmp_path, "presto_ls").unlink()
     with pytest.raises(FileNotFoundError, match="presto_ls"):
         assemble_table2(tmp_path)
+
+
+def test_notebooks_enter_through_start_and_never_rebind_the_stage():
+    for spec in STAGES:
+        if not spec.is_notebook:
+            continue
+        tree = ast.parse((ROOT / spec.source).read_text())
+        binds = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "S" and isinstance(n.ctx, ast.Store)]
+        assert len(binds) == 1, f"{spec.source} binds S {len(binds)} times (S is the stage context of `start`)"
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start"]
+        assert len(calls) == 1 and calls[0].args[0].value == spec.name, f"{spec.source}: start({spec.name!r}, ...)"
+        private = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                   and any(p.startswith("_") for p in n.module.split("."))]
+        assert not private, f"{spec.source} imports private modules {private}"

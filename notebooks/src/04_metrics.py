@@ -52,7 +52,7 @@ from presto_lib.eval.embeddings import MusicnnEmbedder
 from presto_lib.eval.musicnn import load_musicnn
 from presto_lib.models.text import get_text_encoder
 
-C, CC, S = P["metrics"], P["metrics"]["corpus_clap"], P["metrics"]["sanity"]
+C, CC, SAN = P["metrics"], P["metrics"]["corpus_clap"], P["metrics"]["sanity"]
 SEED = P["common"]["seed"]
 MANIFEST = Path(C["manifest"])
 OUT, TABLES, FIGS = Path("data/metrics"), S.tables, S.figures
@@ -244,12 +244,12 @@ floor_table
 # coverage down). Severity 0 is the undegraded subset.
 
 # %%
-idx = EV.spread_indices(len(waves[C["floor_split"]]), S["max_clips"])
+idx = EV.spread_indices(len(waves[C["floor_split"]]), SAN["max_clips"])
 sub_waves = [waves[C["floor_split"]][i] for i in idx]
 sub_caps = [caps[C["floor_split"]][i] for i in idx]
 clean = {k: v[idx] for k, v in floor_emb.items()}
-sweeps = {"noise": ("SNR dB", S["noise_snr_db"]), "lowpass": ("cutoff Hz", S["lowpass_hz"]),
-          "time_shuffle": ("segment s", S["shuffle_segment_s"])}
+sweeps = {"noise": ("SNR dB", SAN["noise_snr_db"]), "lowpass": ("cutoff Hz", SAN["lowpass_hz"]),
+          "time_shuffle": ("segment s", SAN["shuffle_segment_s"])}
 rows = []
 for kind, (unit, levels) in sweeps.items():
     rows.append({"degradation": kind, "severity": 0, "level": "clean",

@@ -89,8 +89,8 @@ def _sigma_batch(sigma: SigmaLike, x: Tensor) -> Tensor:
     return s
 
 
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    """[B] -> [B, 1, ..., 1] matching x.ndim."""
+def bcast(v: Tensor, x: Tensor) -> Tensor:
+    """[B] -> [B, 1, ..., 1] matching x.ndim (the one owner of this broadcast)."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
@@ -106,9 +106,9 @@ class EDMPrecond(nn.Module):
         """x0_hat = c_skip x + c_out f(c_in x, c_noise, **cond); (x0_hat, *extras) if f returns a tuple."""
         s = _sigma_batch(sigma, x)
         sd = self.sigma_data
-        out = self.net((_bcast(c_in(s, sd), x) * x).to(x.dtype), c_noise(s), **(cond or {}), **net_kwargs)
+        out = self.net((bcast(c_in(s, sd), x) * x).to(x.dtype), c_noise(s), **(cond or {}), **net_kwargs)
         f, extras = (out[0], tuple(out[1:])) if isinstance(out, tuple) else (out, ())
-        x0 = _bcast(c_skip(s, sd), x) * x.to(s.dtype) + _bcast(c_out(s, sd), x) * f.to(s.dtype)   # eq. 4 (fp32+)
+        x0 = bcast(c_skip(s, sd), x) * x.to(s.dtype) + bcast(c_out(s, sd), x) * f.to(s.dtype)   # eq. 4 (fp32+)
         x0 = x0.to(x.dtype)
         return (x0, *extras) if extras else x0
 
@@ -237,7 +237,7 @@ def dsm_loss(model: Callable, x0: Tensor, cond: dict | None = None, sigma: Tenso
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
-    x0_hat = model(x0 + _bcast(sigma, x0) * noise, sigma, cond, **model_kwargs)
+    x0_hat = model(x0 + bcast(sigma, x0) * noise, sigma, cond, **model_kwargs)
     err = (x0_hat.float() - x0.float()).pow(2).reshape(B, -1).mean(1)
     loss = edm_loss_weight(sigma, sigma_data) * err
     return loss.mean() if reduction == "mean" else loss

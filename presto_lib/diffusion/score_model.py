@@ -21,7 +21,7 @@ from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.diffusion.edm import P_MEAN, P_STD, SIGMA_DATA, EDMPrecond, dsm_loss
 from presto_lib.models.dit import DiT, DiTConfig
 
-__all__ = ["build_score_model", "null_condition", "drop_conditions", "batch_condition", "DSMStep",
+__all__ = ["build_score_model", "null_condition", "null_like", "drop_conditions", "batch_condition", "DSMStep",
            "save_score_model", "load_score_model"]
 
 
@@ -46,9 +46,17 @@ def build_score_model(dit: dict[str, Any] | DiTConfig, *, in_channels: int | Non
 
 def null_condition(batch: int, length: int, dim: int, device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """The CFG null condition: zero text, all-False mask, bpm 0 (CONTRIBUTING: null = mask False, bpm <= 0)."""
-    return {"text": torch.zeros(batch, length, dim, device=device),
-            "text_mask": torch.zeros(batch, length, dtype=torch.bool, device=device),
-            "bpm": torch.zeros(batch, device=device)}
+    from presto_lib.models.text import null_condition as null_text
+
+    text, mask = null_text(batch, length, dim, device)
+    return {"text": text, "text_mask": mask, "bpm": torch.zeros(batch, device=device)}
+
+
+def null_like(cond: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    """The null condition shaped like `cond`: boolean masks all False, every other entry zero (bpm <= 0)."""
+    if cond is None:
+        return None
+    return {k: torch.zeros_like(v) for k, v in cond.items()}
 
 
 def drop_conditions(cond: dict[str, Tensor], p: float,

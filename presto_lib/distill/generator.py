@@ -13,8 +13,7 @@ from torch import Tensor
 
 from presto_lib.diffusion.sampling import sample_pingpong
 from presto_lib.distill.discriminator import DiscriminatorHead
-from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, discrete_levels, init_from_base,
-                                         pingpong_sigmas, snap_sigmas)
+from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig, generator_sigmas, init_from_base
 
 __all__ = ["build_presto_s", "PrestoSStep", "load_generator", "schedule", "generator_sampler"]
 
@@ -74,11 +73,7 @@ def load_generator(path_dir: str | os.PathLike, device: str = "cpu"):
 
 # ---- sampling into the evaluation layout ------------------------------------------------------------
 
-def schedule(cfg: PrestoSConfig, steps: int, rho: float | None = None) -> Tensor:
-    """The ping-pong schedule of `steps` steps; a discrete generator's levels are snapped to its trained set."""
-    sig = pingpong_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho if rho is None else rho)
-    levels = discrete_levels(cfg)
-    return sig if levels is None else snap_sigmas(sig, levels)
+schedule = generator_sigmas       # the ping-pong schedule of `steps` steps (discrete generators snapped)
 
 
 def generator_sampler(t2m: Any, G: Callable, cfg: PrestoSConfig, steps: int,

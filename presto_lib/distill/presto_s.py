@@ -22,7 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
+from presto_lib.diffusion.edm import bcast
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong
+from presto_lib.diffusion.score_model import null_like
 from presto_lib.distill.discriminator import (DiscriminatorHead, discriminator_gan_loss, generator_gan_loss,
                                               real_accuracy)
 
@@ -97,13 +99,6 @@ def snap_sigmas(sigmas: Tensor, levels: Tensor) -> Tensor:
     return torch.cat([levels[idx], sigmas[-1:]])
 
 
-def null_condition(cond: dict | None) -> dict | None:
-    """The null condition of CFG (CONTRIBUTING): boolean masks all False, every other entry zero (bpm <= 0)."""
-    if cond is None:
-        return None
-    return {k: torch.zeros_like(v) for k, v in cond.items()}
-
-
 def init_from_base(make_model: Callable[[], nn.Module], state: dict[str, Tensor]) -> nn.Module:
     """A fresh module holding the base weights (no deep copy of a live model)."""
     m = make_model()
@@ -123,10 +118,6 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
         for m, fl in zip(modules, flags):
             for p, f in zip(m.parameters(), fl):
                 p.requires_grad_(f)
-
-
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def discrete_levels(cfg: PrestoSConfig) -> Tensor | None:
@@ -199,13 +190,13 @@ class PrestoS:
         """Lines 1-3: x_gen = G(x_real + sigma eps_gen, sigma)."""
         sigma = self.gen_sigma(x_real.shape[0], x_real.device)                  # line 1
         eps = torch.randn_like(x_real)                                          # line 2
-        return (G or self.G)(x_real + _bcast(sigma, x_real) * eps, sigma, cond)    # line 3
+        return (G or self.G)(x_real + bcast(sigma, x_real) * eps, sigma, cond)    # line 3
 
     def real_denoise(self, x: Tensor, sigma: Tensor, cond: dict | None) -> Tensor:
         """mu~_real^w: the frozen teacher with plain CFG (sec. 2.2); an unconditional teacher ignores w."""
         if cond is None:
             return self.real(x, sigma, None)
-        return cfg_denoiser(self.real, cond, null_condition(cond), self.cfg.cfg_w)(x, sigma)
+        return cfg_denoiser(self.real, cond, null_like(cond), self.cfg.cfg_w)(x, sigma)
 
     # -- losses --
     def dmd_loss(self, x_gen: Tensor, cond: dict | None) -> tuple[Tensor, dict]:
@@ -217,7 +208,7 @@ class PrestoS:
         """
         with torch.no_grad():
             sigma = self.sigma(self.cfg.p_dmd, x_gen.shape[0], x_gen.device)      # line 5
-            x_t = x_gen + _bcast(sigma, x_gen) * torch.randn_like(x_gen)         # line 6
+            x_t = x_gen + bcast(sigma, x_gen) * torch.randn_like(x_gen)         # line 6
             mu_fake = self.fake(x_t, sigma, cond).float()
             mu_real = self.real_denoise(x_t, sigma, cond).float()
             g = mu_fake - mu_real                                                # line 7, eq. 5
@@ -239,7 +230,7 @@ class PrestoS:
             logs.update(loss_dmd=float(l_dmd.detach()), **extra)
         if c.use_gan:
             sigma = self.sigma(c.p_gan, x_gen.shape[0], x_gen.device)                  # line 8
-            x_t = x_gen + _bcast(sigma, x_gen) * torch.randn_like(x_gen)              # line 9
+            x_t = x_gen + bcast(sigma, x_gen) * torch.randn_like(x_gen)              # line 9
             with frozen(self.fake):                                                    # gradient flows to x_gen only
                 _, logits = self.fake(x_t, sigma, cond, with_logits=True)
             l_gan = generator_gan_loss(logits, c.gan_loss)                             # line 10
@@ -253,11 +244,11 @@ class PrestoS:
         c, fake = self.cfg, fake or self.fake
         x_gen, B = x_gen.detach(), x_gen.shape[0]                                # no gradient to G
         s_dsm = self.sigma(c.p_dsm, B, x_gen.device)                             # line 13
-        xs, ss = [x_gen + _bcast(s_dsm, x_gen) * torch.randn_like(x_gen)], [s_dsm]    # line 14
+        xs, ss = [x_gen + bcast(s_dsm, x_gen) * torch.randn_like(x_gen)], [s_dsm]    # line 14
         if c.use_gan:
             s_gan = self.sigma(c.p_gan, 2 * B, x_gen.device)                     # line 16: sigma_fake, sigma_real
             x = torch.cat([x_gen, x_real.to(x_gen.dtype)])
-            xs.append(x + _bcast(s_gan, x) * torch.randn_like(x))                # line 17
+            xs.append(x + bcast(s_gan, x) * torch.randn_like(x))                # line 17
             ss.append(s_gan)
         x_in, s_in = torch.cat(xs), torch.cat(ss)
         n = len(s_in) // B
@@ -316,11 +307,16 @@ def optimizer_update(optimizers: dict[str, torch.optim.Optimizer]) -> Update:
         opt.step()
     return update
 
+def generator_sigmas(cfg: PrestoSConfig, steps: int, rho: float | None = None) -> Tensor:
+    """The ping-pong schedule of a distilled generator: `steps` levels of eq. 9, a discrete generator's snapped to
+    its trained set (the one owner of this rule)."""
+    sig = pingpong_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho if rho is None else rho)
+    levels = discrete_levels(cfg)
+    return sig if levels is None else snap_sigmas(sig, levels)
+
+
 def sample_generator(G: Callable, noise: Tensor, cond: dict | None, steps: int, cfg: PrestoSConfig,
                      rho: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Ping-pong sampling of a distilled generator; a discrete one uses its own levels nearest the schedule."""
-    sig = pingpong_sigmas(steps, cfg.sigma_min, cfg.sigma_max, cfg.rho if rho is None else rho).to(noise.device)
-    levels = discrete_levels(cfg)
-    if levels is not None:
-        sig = snap_sigmas(sig, levels.to(noise.device))
+    sig = generator_sigmas(cfg, steps, rho).to(noise.device)
     return sample_pingpong(lambda x, s: G(x, s, cond), noise * sig[0], sig, generator=generator, disable=True)
