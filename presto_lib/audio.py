@@ -5,7 +5,6 @@ Waveforms are numpy float32 arrays shaped [C, T] (channels first) unless a funct
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 import soxr
+
+from presto_lib.atomic import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -71,17 +72,9 @@ def save_audio(path: str | os.PathLike, wav: "np.ndarray | torch.Tensor", sample
         raise ValueError(f"refusing to write empty audio to {path}")
     if not np.all(np.isfinite(wav)):
         raise ValueError(f"refusing to write NaN/Inf audio to {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(wav, -1.0, 1.0).T, int(sample_rate), subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 # ---- resampling ----

@@ -76,11 +76,9 @@ def use_profile(profile: str, root: str | os.PathLike | None = None) -> Path:
     """Rewrite params.yaml for `profile` (atomically)."""
     root = find_root(root)
     params = render_profile(profile, root)
-    out = root / "params.yaml"
-    tmp = out.with_suffix(".yaml.tmp")
-    tmp.write_text(HEADER.format(profile=profile) + yaml.safe_dump(params, sort_keys=False))
-    os.replace(tmp, out)
-    return out
+    from presto_lib.atomic import write_text
+
+    return write_text(root / "params.yaml", HEADER.format(profile=profile) + yaml.safe_dump(params, sort_keys=False))
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:

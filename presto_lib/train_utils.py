@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
+from presto_lib.atomic import atomic_path
 
 __all__ = ["setup_distributed", "cleanup_distributed", "StepSampler", "seeded", "SeededDataset", "CSVLog",
            "MetricWindow"]
@@ -161,12 +162,10 @@ class CSVLog:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.cols)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
 
     def append(self, row: dict[str, float]) -> None:
         row = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in row.items()}

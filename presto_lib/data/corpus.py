@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, write_text
 from .select import PieceTask, assign_splits, plan_renders, select_midi_folder, select_music21, stable_hash
 from .styles import STYLES, USER_STYLE
 
@@ -170,9 +171,8 @@ def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> di
 def write_csv_atomic(path: Path, rows: list[dict], columns: list[str]) -> Path:
     """Write rows as CSV via a temp file + rename."""
     import pandas as pd
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
     return path
 
 
@@ -264,9 +264,7 @@ def build_corpus(out_dir: str | os.PathLike, params: dict, workers: int | None =
     manifest = write_csv_atomic(out_dir / "manifest.csv", rows, MANIFEST_COLUMNS)
     summary = _summary(rows, tasks, skipped, dropped, time.time() - t0, cfg, n_workers)
     summary["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)   # this process + workers + FluidSynth
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "summary.json")
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     log.info("corpus: %d clips, %.2f h, %d pieces skipped, %.0f s", len(rows), summary["hours"], len(skipped),
              summary["build_seconds"])
     return manifest

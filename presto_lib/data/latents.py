@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from presto_lib.atomic import atomic_path, write_text
 
 __all__ = ["SPLITS", "vae_latent_scale", "LatentNorm", "LatentCodec", "encode_waves", "pad_tokens", "encode_texts",
            "build_latent_cache", "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
@@ -196,15 +197,12 @@ def encode_texts(text_encoder: Any, captions: list[str], length: int | None = No
 # ---- building the cache ------------------------------------------------------------------------
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1))
 
 
 def _atomic_safetensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from presto_lib.atomic import atomic_path
 from presto_lib.data.latents import LatentCodec, LatentNorm, vae_latent_scale
 from presto_lib.diffusion.edm import RHO, SIGMA_MAX, SIGMA_MIN, edm_sigmas
 from presto_lib.diffusion.sampling import cfg_denoiser, cfgpp_denoiser, get_sampler
@@ -198,10 +199,8 @@ def write_samples(generate: Callable[[list[str], list[float], list[int]], Tensor
             name = f"{i + j:04d}.wav"
             save_audio(out / name, wav[j].detach().cpu().numpy(), sample_rate)
             rows.append({"path": name, "caption": p["caption"], "bpm": float(p["bpm"]), "seed": s})
-    tmp = out / ".samples.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "caption", "bpm", "seed"])
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, out / "samples.csv")
     return out / "samples.csv"

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from presto_lib.atomic import atomic_path, write_text
 
 __all__ = ["read_lock", "papermill_times", "newest_mtime", "oldest_mtime", "logged_train_seconds", "stage_times",
            "write_times"]
@@ -162,9 +163,8 @@ def write_times(df: pd.DataFrame, out_csv: str | os.PathLike) -> Path:
         total = {"stage": "TOTAL", "kind": "", "seconds": round(t1 - t0, 1), "minutes": round((t1 - t0) / 60, 2),
                  "start_utc": iso(t0), "end_utc": iso(t1), "method": "first start to last end"}
         table = pd.concat([table, pd.DataFrame([added, total])], ignore_index=True)
-    tmp = out.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
     blank = table.astype(object).where(table.notna(), "")       # empty cells, not "nan", in the Markdown
-    out.with_suffix(".md").write_text(blank.to_markdown(index=False) + "\n")
+    write_text(out.with_suffix(".md"), blank.to_markdown(index=False) + "\n")
     return out
