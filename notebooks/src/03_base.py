@@ -46,8 +46,8 @@ from presto_lib.diffusion.edm import dsm_loss, edm_sigmas
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.diffusion.score_model import batch_condition, load_score_model
 from presto_lib.stages.base import train_base
+from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import write_rows
-from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import measure_latency, real_time_factor
 
 B, E, M = P["base"], P["edm"], P["metrics"]
@@ -278,8 +278,7 @@ for t in (lo, hi):
 
 # %%
 csv_path = write_samples(pipe.generate, prompts, B["samples_dir"], SR, batch_size=int(B["gen_batch_size"]), seed=SEED)
-ev = EV.Evaluator(B["manifest"], M["reference_split"], B["metrics_dir"], clap=M["clap_path"] or "corpus",
-                  backbone=M["backbone"], k=M["k"], hop_s=M["musicnn_hop_s"])
+ev = make_evaluator(P, "base")
 metrics_row = ev.evaluate_dir(B["samples_dir"], system="base")
 CLAP = ev.clap_name
 print(f"{len(prompts)} samples in {Path(B['samples_dir'])}; metrics with backbone {M['backbone']}, {CLAP}")

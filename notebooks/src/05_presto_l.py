@@ -52,8 +52,8 @@ from presto_lib.distill.layer_drop import REF_DEPTH, SCHEDULES, DropSchedule, hi
 from presto_lib.distill.presto_l import VARIANTS, LayerDropModel, load_layer_drop_model, presto_l_loss
 from presto_lib.stages.base import sampling_config
 from presto_lib.stages.presto_l import stage_config
+from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import TABLE2_ORDER, write_rows
-from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import measure_latency, time_systems
 
 PL, M = P["presto_l"], P["metrics"]
@@ -214,8 +214,7 @@ pd.DataFrame({NAMES[v]: {"fine-tune seconds": info[v].get("finetune_s"), "steps"
 # paper's LAION-CLAP numbers; compare directions, not values.
 
 # %%
-ev = EV.Evaluator(PL["manifest"], M["reference_split"], PL["metrics_dir"], clap=M["clap_path"] or "corpus",
-                  backbone=M["backbone"], k=M["k"], hop_s=M["musicnn_hop_s"])
+ev = make_evaluator(P, "presto_l")
 CLAP = ev.clap_name
 rows = []
 for v in ["base", *VARIANTS]:

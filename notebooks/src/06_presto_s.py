@@ -62,8 +62,8 @@ from presto_lib.distill import toy
 from presto_lib.distill.presto_s import PrestoSConfig, pingpong_sigmas
 from presto_lib.distill.generator import generator_sampler, schedule
 from presto_lib.stages.presto_s import run_config
+from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import TABLE2_ORDER, write_rows
-from presto_lib.eval import evaluate as EV
 from presto_lib.eval.latency import real_time_factor
 
 PS, M = P["presto_s"], P["metrics"]
@@ -169,8 +169,7 @@ plt.show()
 # the paper's LAION-CLAP numbers: compare directions.
 
 # %%
-ev = EV.Evaluator(PS["manifest"], M["reference_split"], PS["metrics_dir"], clap=M["clap_path"] or "corpus",
-                  backbone=M["backbone"], k=M["k"], hop_s=M["musicnn_hop_s"])
+ev = make_evaluator(P, "presto_s")
 CLAP = ev.clap_name
 table_steps = int(PS["table_steps"])
 scores = {r: ev.evaluate_dir(OUT / r / f"steps_{table_steps}", system=r) for r in PS["runs"]}

@@ -50,8 +50,8 @@ from presto_lib.stages.base import sampling_config
 from presto_lib.distill.presto_ls import FIG8_METRICS, SETUPS, fig8_curves, fig8_summary
 from presto_lib.distill.generator import generator_sampler, schedule
 from presto_lib.stages.presto_s import run_config
+from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import write_rows
-from presto_lib.eval.evaluate import Evaluator
 from presto_lib.eval.latency import time_systems
 
 LS, PS, PL, MC = P["presto_ls"], P["presto_s"], P["presto_l"], P["metrics"]
@@ -226,8 +226,7 @@ display(Markdown(
 # assembles the table from every stage's rows). The RTF column comes from section 5.
 
 # %%
-ev = Evaluator(PS["manifest"], MC["reference_split"], PS["metrics_dir"], clap=MC["clap_path"] or "corpus",
-               backbone=MC["backbone"], k=int(MC["k"]), hop_s=float(MC["musicnn_hop_s"]))
+ev = make_evaluator(P, "presto_s")
 samples = {"Presto-S": Path(PS["samples_dir"]) / f"presto_s_{RUN_S}", "Presto-LS": Path(PS["samples_dir"]) / "presto_ls"}
 scores = pd.DataFrame([{"Model": k, **ev.evaluate_dir(d, system=k)} for k, d in samples.items()]).set_index("Model")
 scores.round(4)
