@@ -350,6 +350,11 @@ with tempfile.TemporaryDirectory() as tmp:
 print(f"VAE ceiling (reconstructed test clips): FAD {ceiling['FAD']:.1f}, MMD {ceiling['MMD']:.1f}, "
       f"{CLAP} {ceiling.get(CLAP, np.nan):.1f}, recall {ceiling['Recall']:.2f}, coverage {ceiling['Coverage']:.2f}; "
       f"base model: FAD {metrics_row['FAD']:.1f} = {metrics_row['FAD'] / ceiling['FAD']:.2f}x the ceiling's")
+S.write_metrics("base", {"train_steps": int(log.step.iloc[-1]), "final_loss": float(log.loss.tail(10).mean()),
+                         "vae_ceiling": {k: float(ceiling[k]) for k in ("FAD", "MMD", CLAP, "Recall", "Coverage")
+                                         if k in ceiling},
+                         "base": {k: float(metrics_row[k]) for k in ("FAD", "MMD", CLAP, "Density", "Recall", "Coverage")
+                                  if k in metrics_row}})
 
 # %%
 san = pd.read_csv(TABLES / "metric_sanity.csv")

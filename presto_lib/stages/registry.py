@@ -108,7 +108,7 @@ STAGES: tuple[StageSpec, ...] = (
               persist=("data/base",), outs=("data/samples/base",),
               results=_f("fig_base_training.png", "fig_base_spectrograms.png")
               + _t("base_bpm_following.csv", "base_bpm_following.md") + _rows("base"),
-              metrics=_m("table2_base")),
+              metrics=_m("table2_base", "base")),
     StageSpec("presto_l_base_curve", "presto_lib.stages.presto_l", args="--variant base",
               deps=("data/base", "data/vae", "data/corpus"),
               params=("common", "edm", "base.sampler", "base.guidance", "base.cfg_weight", "base.sample_steps",
