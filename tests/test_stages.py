@@ -174,3 +174,13 @@ def test_notebooks_enter_through_start_and_never_rebind_the_stage():
         private = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
                    and any(p.startswith("_") for p in n.module.split("."))]
         assert not private, f"{spec.source} imports private modules {private}"
+
+
+def test_registry_foreach_lists_match_the_code():
+    from presto_lib.distill.presto_l import VARIANTS
+    from presto_lib.stages.registry import PRESTO_L_VARIANTS
+
+    assert tuple(PRESTO_L_VARIANTS) == tuple(VARIANTS)
+    runs = next(body for name, body in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
+                if name == "presto_s_run")["foreach"]
+    assert runs == list(render_profile("cpu", ROOT)["presto_s"]["runs"])
