@@ -113,6 +113,9 @@ def test_prdc_bad_k():
     x = np.zeros((4, 2))
     with pytest.raises(ValueError, match="k=5"):
         prdc(x, x, k=5)
+    with pytest.raises(ValueError, match="k=3"):          # k + 1 neighbours besides each point are needed
+        prdc(x, x, k=3)
+    prdc(np.arange(8.0)[:, None], np.arange(8.0)[:, None] + 0.5, k=2)
 
 
 # ---- CLAP score ----

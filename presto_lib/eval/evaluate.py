@@ -136,7 +136,7 @@ def score(gen: dict[str, np.ndarray], ref: dict[str, np.ndarray], text_emb: np.n
     row = {"n": len(g), "FAD": M.fad(g, r), "MMD": M.mmd(g, r, sigma=mmd_sigma)}
     if text_emb is not None and "clap_audio" in gen:
         row[clap_name] = M.clap_score(gen["clap_audio"], text_emb)
-    kk = min(k, len(g) - 1, len(r) - 1)
+    kk = min(k, len(g) - 2, len(r) - 2)          # prdc needs k + 1 neighbours besides each point
     p = M.prdc(r, g, k=kk)
     row.update({"Precision": p["precision"], "Density": p["density"], "Recall": p["recall"],
                 "Coverage": p["coverage"]})

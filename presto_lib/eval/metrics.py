@@ -131,8 +131,9 @@ def prdc(real, fake, k: int = 5) -> dict[str, float]:
 
     real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
     _same_dim(real, fake)
-    if not 1 <= k < min(len(real), len(fake)):
-        raise ValueError(f"k={k} needs more than k embeddings in each set (got {len(real)} real, {len(fake)} fake)")
+    if not 1 <= k < min(len(real), len(fake)) - 1:      # compute_prdc partitions k + 1 neighbours (self included)
+        raise ValueError(f"k={k} needs more than k + 1 embeddings in each set (got {len(real)} real, "
+                         f"{len(fake)} fake)")
     with contextlib.redirect_stdout(io.StringIO()):          # compute_prdc prints the set sizes
         out = compute_prdc(real_features=real, fake_features=fake, nearest_k=k)
     return {key: float(out[key]) for key in ("precision", "recall", "density", "coverage")}
