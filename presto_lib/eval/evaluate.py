@@ -137,7 +137,7 @@ def score(gen: dict[str, np.ndarray], ref: dict[str, np.ndarray], text_emb: np.n
     if text_emb is not None and "clap_audio" in gen:
         row[clap_name] = M.clap_score(gen["clap_audio"], text_emb)
     kk = min(k, len(g) - 2, len(r) - 2)          # prdc needs k + 1 neighbours besides each point
-    p = M.prdc(r, g, k=kk)
+    p = M.prdc(r, g, k=kk) if kk >= 1 else dict.fromkeys(("precision", "density", "recall", "coverage"), np.nan)
     row.update({"Precision": p["precision"], "Density": p["density"], "Recall": p["recall"],
                 "Coverage": p["coverage"]})
     if n_boot:
