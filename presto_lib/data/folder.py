@@ -151,7 +151,7 @@ def _sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _mono_blocks(path: Path, sample_rate: int, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+def _mono_blocks(path: Path, sample_rate: int, block_frames: int | None = None) -> Iterator[np.ndarray]:
     """Mono float32 blocks of an audio file at `sample_rate`: read, downmixed and resampled block by block."""
     import soundfile as sf
     import soxr
@@ -163,7 +163,7 @@ def _mono_blocks(path: Path, sample_rate: int, block_frames: int = BLOCK_FRAMES)
         stream = (soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
                   if f.samplerate != sample_rate else None)
         try:
-            for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            for block in f.blocks(blocksize=block_frames or BLOCK_FRAMES, dtype="float32", always_2d=True):
                 if not np.isfinite(block).all():
                     raise RowError(f"audio file {path} contains NaN or Inf samples")
                 mono = block.mean(axis=1)
