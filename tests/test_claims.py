@@ -233,3 +233,26 @@ def test_ledger_files_and_readme(tmp_path):
     assert L.splice_readme(readme, snippet) == f"# x\n{snippet}\ntail\n"
     with pytest.raises(ValueError):
         L.write_ledger([L.ClaimResult(L.Claim("C99", "", "", "", ""))], tmp_path)
+
+
+# ---- cells from system embeddings ----
+
+def test_metric_cells_every_metric_and_pairing_check():
+    from presto_lib.eval.claims_cells import check_paired, metric_cells, per_clip_clap
+    from presto_lib.eval.metrics import clap_score
+    rng = np.random.default_rng(14)
+    n, d = 100, 6
+    ref = rng.normal(size=(n, d))
+    text = rng.normal(size=(n, 4))
+    prompts = [f"p{i}" for i in range(n)]
+    good = {"audio": rng.normal(size=(n, d)), "clap": per_clip_clap(text + 0.5 * rng.normal(size=(n, 4)), text),
+            "prompt": prompts}
+    bad = {"audio": 0.3 * rng.normal(size=(n, d)) + 0.8,          # off the reference and less diverse
+           "clap": per_clip_clap(text + 2 * rng.normal(size=(n, 4)), text), "prompt": prompts}
+    assert per_clip_clap(text, text).mean() == pytest.approx(clap_score(text, text))
+    cells = metric_cells(good, bad, ref, ("FAD", "MMD", "CLAP", "recall"), label="good vs bad", n_boot=100)
+    assert [c.name for c in cells] == ["good vs bad FAD", "good vs bad MMD", "good vs bad CLAP", "good vs bad recall"]
+    assert C.aggregate(cells) == C.REPRODUCED
+    assert C.aggregate(metric_cells(good, bad, ref, ("FAD", "CLAP"), a_better=False, n_boot=100)) == C.CONTRADICTED
+    with pytest.raises(ValueError, match="prompts differ"):
+        check_paired(prompts, prompts[::-1])
