@@ -111,10 +111,11 @@ def test_every_cell_rule():
 
 # ---- set metrics ----
 
-def test_set_metric_replicates_equal_metrics_on_resampled_rows():
+@pytest.mark.parametrize("n,m,d", [(30, 25, 6), (20, 24, 40), (26, 18, 40)])   # narrow (D x D) and wide (Gram) paths
+def test_set_metric_replicates_equal_metrics_on_resampled_rows(n, m, d):
     rng = np.random.default_rng(5)
-    g, r = rng.normal(size=(30, 6)) @ rng.normal(size=(6, 6)), rng.normal(size=(25, 6)) + 0.5
-    idx, idx_r = rng.integers(0, 30, (4, 30)), rng.integers(0, 25, (4, 25))
+    g, r = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)), rng.normal(size=(m, d)) + 0.5
+    idx, idx_r = rng.integers(0, n, (4, n)), rng.integers(0, m, (4, m))
     got_f = C.set_metric_replicates([g], r, idx, idx_r, "FAD")[0]
     got_m = C.set_metric_replicates([g], r, idx, idx_r, "MMD")[0]
     sigma = median_bandwidth(r)

@@ -15,7 +15,7 @@ is recomputed on each resample. Its `Comparison` holds the estimate of A - B (or
 Resampling: clips (prompt indices) are drawn with replacement, the SAME draw for both systems (the pairing);
 with repeated runs ([S, N] per-clip values, [S, N, D] embeddings) seeds are drawn first, then clips (a two-level
 bootstrap: runs and prompts both vary). Set metrics (FAD, MMD) are recomputed on each paired resample, fully
-vectorised (weighted moments, batched eigvalsh; kernel quadratic forms).
+vectorised (FAD through a cross-Gram nuclear norm, MMD through kernel quadratic forms).
 """
 from __future__ import annotations
 
@@ -192,6 +192,30 @@ def _batched_fad(mu, cov, mu_r, cov_r, sqrt_r) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
+def _fad_replicates(g: np.ndarray, r: np.ndarray, w: np.ndarray, wr: np.ndarray) -> np.ndarray:
+    """FAD [B] of each weighted resample of g against r (rows repeated w / wr times), as `metrics.fad`.
+
+    No D x D matrix: with centred rows Gc, Rc, C_g = Gc^T W Gc / (n-1) and C_r = Rc^T W_r Rc / (m-1), so
+    tr (C_r^1/2 C_g C_r^1/2)^1/2 is the nuclear norm of H = W_r^1/2 Rc Gc^T W^1/2 / sqrt((n-1)(m-1)) [m, n],
+    i.e. the sum of sqrt(eigvalsh(H H^T)); Rc Gc^T comes from one cross-Gram R G^T shared by every resample.
+    """
+    n, m = len(g), len(r)
+    mu, mu_r = w @ g / n, wr @ r / m                                             # [B, D]
+    tr_g = (w @ (g * g).sum(1) - n * (mu ** 2).sum(1)) / (n - 1)                # tr C_g
+    tr_r = (wr @ (r * r).sum(1) - m * (mu_r ** 2).sum(1)) / (m - 1)
+    k = r @ g.T                                                                  # [m, n]
+    a, b, c = w @ k.T / n, wr @ k / m, (mu_r * mu).sum(1)                       # r_i.mu, mu_r.g_j, mu_r.mu
+    nuc = np.empty(len(w))
+    step = max(1, int(2e7 // (m * n)))
+    for s in range(0, len(w), step):
+        kc = k[None] - a[s:s + step, :, None] - b[s:s + step, None, :] + c[s:s + step, None, None]
+        h = np.sqrt(wr[s:s + step])[:, :, None] * kc * np.sqrt(w[s:s + step])[:, None, :]
+        hh = h @ h.transpose(0, 2, 1) if m <= n else h.transpose(0, 2, 1) @ h
+        nuc[s:s + step] = np.sqrt(np.clip(np.linalg.eigvalsh(hh), 0, None)).sum(-1)
+    d = ((mu - mu_r) ** 2).sum(1) + tr_g + tr_r - 2 * nuc / np.sqrt((n - 1) * (m - 1))
+    return np.maximum(d, 0.0)
+
+
 def _rbf(x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-(((x * x).sum(1)[:, None] + (y * y).sum(1)[None] - 2 * x @ y.T).clip(0)) / (2 * sigma ** 2))
 
@@ -211,14 +235,13 @@ def set_metric_replicates(gens: Sequence[np.ndarray], ref: np.ndarray, idx: np.n
     n, m = idx.shape[1], idx_ref.shape[1]
     w, wr = _counts(idx, gens[0].shape[0]), _counts(idx_ref, len(ref))
     if key == "FAD":
-        shift = ref.mean(0)                                     # FAD is shift-invariant; centering keeps moments exact
-        mu_r, cov_r = _weighted_stats(ref - shift, wr)
+        shift = ref.mean(0)                                     # FAD is shift-invariant; centring keeps it accurate
+        r = ref - shift
+        if r.shape[1] >= min(n, m):                             # wide embeddings: cross-Gram of the prompts
+            return np.array([_fad_replicates(g - shift, r, w, wr) for g in gens])
+        mu_r, cov_r = _weighted_stats(r, wr)                    # narrow: D x D moments, reference root once
         sq = _batched_sqrt(cov_r)
-        out = []
-        for g in gens:
-            mu, cov = _weighted_stats(g - shift, w)
-            out.append(_batched_fad(mu, cov, mu_r, cov_r, sq))
-        return np.array(out)
+        return np.array([_batched_fad(*_weighted_stats(g - shift, w), mu_r, cov_r, sq) for g in gens])
     if key == "MMD":
         sigma = float(mmd_sigma) if mmd_sigma else M.median_bandwidth(ref)
         t_rr = (np.einsum("bi,ij,bj->b", wr, _rbf(ref, ref, sigma), wr) - m) / (m * (m - 1))
