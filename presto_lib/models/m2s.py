@@ -36,7 +36,7 @@ class M2SConfig:
 
     n_fft: int = 1024
     hop_length: int = 256
-    channels: int = 32
+    channels: int = 16
     layers: int = 4
     kernel: int = 3
 
