@@ -90,3 +90,24 @@ def test_claims_table_reads_the_extreme_ratio():
     c = check_rejection_claims(df).set_index("metric")["holds"]
     assert c["CLAP (corpus)"] and not c["FAD"] and c["MMD"] and c["Recall"] and not c["Coverage"]
     assert check_rejection_claims(df, tolerance=0.05).set_index("metric")["holds"]["FAD"]
+
+
+def test_evaluator_sweep_wires_the_evaluator():
+    gen, text, ref = synthetic(n=12)
+
+    class Ev:
+        clap, k, clap_name = object(), 3, "CLAP (corpus)"
+
+        def reference(self):
+            return {**ref, "sigma": np.float64(2.0)}
+
+        def embed(self, waves, sr):
+            assert len(waves) == 12 and sr == 100
+            return gen
+
+        def text_embeddings(self, captions):
+            return text[[int(c) for c in captions]]
+    df = rejection_sweep(gen, text, ref, ratios=[0.0, 0.5], mmd_sigma=2.0, k=3)
+    from presto_lib.eval.rejection import evaluator_sweep
+    got = evaluator_sweep(Ev(), [np.zeros(5)] * 12, 100, [str(i) for i in range(12)], ratios=[0.0, 0.5])
+    pd.testing.assert_frame_equal(got, df)

@@ -22,7 +22,7 @@ import pandas as pd
 from presto_lib.eval import metrics as M
 from presto_lib.eval.evaluate import score
 
-__all__ = ["n_keep", "reject", "clap_ranking", "rejection_sweep", "check_rejection_claims"]
+__all__ = ["n_keep", "reject", "clap_ranking", "rejection_sweep", "evaluator_sweep", "check_rejection_claims"]
 
 PAPER_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -89,6 +89,16 @@ def rejection_sweep(gen: dict[str, np.ndarray], text_emb: np.ndarray, ref: dict[
         rows.append({"r": float(r), "n_kept": int(len(idx)), "mean_rank_score": float(rank[idx].mean()),
                      **{key: v for key, v in row.items() if key != "n"}})
     return pd.DataFrame(rows)
+
+
+def evaluator_sweep(ev, waves: list[np.ndarray], sample_rate: int, captions: Sequence[str],
+                    ratios: Sequence[float] = PAPER_RATIOS, groups: Sequence | None = None) -> pd.DataFrame:
+    """`rejection_sweep` for clips in memory with an `evaluate.Evaluator` (its backbone, CLAP, cached reference)."""
+    if ev.clap is None:
+        raise ValueError("the Evaluator has no CLAP model (clap=None): nothing to rank by")
+    ref = ev.reference()
+    return rejection_sweep(ev.embed(waves, sample_rate), ev.text_embeddings(list(captions)), ref, ratios, groups,
+                           mmd_sigma=float(ref["sigma"]), k=ev.k, clap_name=ev.clap_name)
 
 
 def check_rejection_claims(sweep: pd.DataFrame, clap_name: str = "CLAP (corpus)",
