@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 import yaml
 
 from presto_lib.api import ModelNotFoundError, PrestoPipeline
-from presto_lib.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from presto_lib.checkpoint import CONFIG, load_checkpoint
 from presto_lib.config import find_root
 from presto_lib.data.latents import LatentNorm
 from presto_lib.diffusion.pipeline import TextToMusic

@@ -7,7 +7,6 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 
-from presto_lib.notebook_runner import run_notebook
 
 if "presto" not in find_kernel_specs():
     pytest.skip("the 'presto' kernel is not installed (make setup)", allow_module_level=True)
