@@ -13,10 +13,10 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from presto_lib.diffusion import edm
-from presto_lib.distill.cm import CMConfig, ConsistencyStudent, cm_loss, sample_cm
-from presto_lib.distill.ctm import CTMConfig, ctm_loss, sample_ctm
-from presto_lib.distill.presto_s import init_from_base
-from presto_lib.distill.toy import make_toy_model, sample_points
+from presto_lib.distill.cm import CMConfig, ConsistencyStudent, cm_loss
+from presto_lib.distill.consistency import make_student, sample_student
+from presto_lib.distill.ctm import CTMConfig, ctm_loss
+from presto_lib.distill.toy import sample_points
 
 __all__ = ["label_null", "toy_student", "distill_toy_consistency", "sample_toy"]
 
@@ -28,10 +28,7 @@ def label_null(cond: dict) -> dict:
 
 def toy_student(base: edm.EDMPrecond, cfg: CMConfig) -> ConsistencyStudent:
     """A fresh student holding the toy base weights, with the w / target-time embeddings its config asks for."""
-    net = base.net
-    make = lambda: make_toy_model(net.hidden, len(net.blocks), base.sigma_data)
-    return ConsistencyStudent(init_from_base(make, base.state_dict()), net.hidden, net.freq_dim, cfg.guidance,
-                              bool(getattr(cfg, "target_time", False)), cfg.w_scale, s_floor=cfg.sigma_min)
+    return make_student(base, cfg)
 
 
 def distill_toy_consistency(student: ConsistencyStudent, teacher: torch.nn.Module, gm: edm.GaussianMixture,
@@ -64,7 +61,4 @@ def sample_toy(student: ConsistencyStudent, cfg: CMConfig, n: int, steps: int = 
                seed: int = 0) -> Tensor:
     """n toy samples [n, 2, 1] in `steps` steps: CTM gamma-sampling for a CTMConfig, consistency sampling for CM."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, 2, 1, generator=g)
-    if isinstance(cfg, CTMConfig):
-        return sample_ctm(student, z, None, cfg, steps, w=w, generator=g)
-    return sample_cm(student, z, None, cfg, steps, w=w, generator=g)
+    return sample_student(student, torch.randn(n, 2, 1, generator=g), None, cfg, steps, w=w, generator=g)
