@@ -136,7 +136,8 @@ def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor,
     else:
         per = distance(est, tgt, cfg.distance, cfg.huber_c)
     loss = per.mean()
-    return loss, {"loss": float(loss.detach()), "teacher_steps": float((u - i).float().mean())}
+    return loss, {"loss": float(loss.detach()), "ctm_dist": float(per.detach().mean()),
+                  "teacher_steps": float((u - i).float().mean())}
 
 
 # ---- one step of the shared training loop ----------------------------------------------------------
