@@ -93,7 +93,7 @@ def test_cm_loss_zero_for_the_exact_consistency_function(solver):
 @pytest.mark.parametrize("variant", ["soundctm", "ditto_ctm"])
 def test_ctm_loss_zero_for_the_exact_jump(variant):
     gm, x0 = _gaussian_batch()
-    cfg = ctm_config(variant, guidance=False)
+    cfg = ctm_config(variant, guidance=False, dsm_weight=0.0)     # the consistency term alone
     loss = lambda student: float(ctm_loss(student, ExactCTM(), FeatureTeacher(gm), x0, None, cfg,
                                           generator=torch.Generator().manual_seed(1))[0])
     exact, off = loss(ExactCTM()), loss(Shift(ExactCTM()))
@@ -314,3 +314,16 @@ def test_dit_student_trains_in_the_loop_and_round_trips(tmp_path):
     assert a.shape == (2, 4, 8) and torch.allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError, match="ConsistencyStudent"):
         save_student(tmp_path / "x", base, cfg)
+
+
+def test_dsm_balance_is_the_gradient_norm_ratio_at_the_last_layer():
+    from presto_lib.distill.ctm import adaptive_weight, last_layer
+
+    torch.manual_seed(0)
+    st = toy_student(make_toy_model(8, 1), ctm_config("soundctm"))
+    layer = last_layer(st)
+    assert layer is st.score.net.out.weight
+    y = st(torch.randn(4, 2, 1), torch.ones(4), None, w=1.0, s=0.5)
+    l1, l2 = (y ** 2).sum(), 0.25 * (y ** 2).sum()
+    assert float(adaptive_weight(l1, l2, layer)) == pytest.approx(4.0, rel=1e-5)
+    assert adaptive_weight(l1.detach(), l2, layer) == 1.0

@@ -14,16 +14,19 @@ Both ends are mapped to time 0 by the stop-gradient model (gradient flows throug
 
 - SoundCTM (Saito et al. 2024): g_phi(x_t, t, s) has a learned target-time embedding; a multi-step teacher
   (k ~ U{1..teacher_steps}); no adversarial loss; d is a distance between the *teacher's* intermediate features
-  of the two x_0 estimates (their sec. 3.2): sum over blocks of the MSE between channel-normalised features.
+  of the two estimates (their sec. 3.2): sum over blocks of the MSE between channel-normalised features; plus
+  CTM's DSM term on g_phi(x_t, t, t).
 - DITTO-CTM (Novack et al. 2024a, DITTO-2): the loss back on raw outputs (d = L2), a single-step teacher
   (k = 1, u the next grid level, as CM) and no target-time embedding, so g_phi = g_phi(x_t, t) and every jump is
   a DDIM step with the student's x_0 estimate, G = x_t + (s - t)(x_t - g_phi(x_t, t)) / t.
 
 Both distil the CFG weight w as an input like CM (`cm.py`; Bai et al. 2024), sampled U[w_min, w_max].
-Underspecified in the paper (A.2), chosen here: N = 40 (SoundCTM's grid), s uniform over the grid levels below t
-(0 included), SoundCTM's k ~ U{1..10} (their code samples up to N - 1 steps; 10 bounds the teacher cost), no
-auxiliary DSM term (CTM's lambda_DSM; Saito et al. keep it, we match Presto-S's generator-update budget instead),
-target = stop-gradient (the loop's EMA with target="ema").
+Underspecified in the paper (A.2), chosen here. SoundCTM follows its released recipe (sony/soundctm ctm_train.sh:
+N = 40, features compared at s ("zs"), auxiliary DSM with weight 1 times CTM's adaptive balance) except the teacher: k ~ U{1..10} Heun steps
+instead of up to 39, to bound the teacher's cost per update (each step is 2 CFG-batched teacher calls). DITTO-CTM
+compares at time 0 (CTM's default) on raw outputs without DSM. Both: s uniform over the grid levels below t
+(0 included), w ~ U[w_min, w_max] as CM (SoundCTM's release uses [2, 5]), target = stop-gradient (the loop's EMA
+with target="ema").
 
 Sampling: CTM's gamma-sampling (Kim et al. sec. 5, Algorithm 2): x <- G(x, t_n, sqrt(1 - gamma^2) t_{n+1}), then
 add gamma t_{n+1} z. gamma = 0 is deterministic anywhere-to-anywhere jumping; gamma = 1 is CM / ping-pong.
@@ -42,8 +45,8 @@ from presto_lib.distill.cm import (CMConfig, NullFn, _bcast, _per_sample, _rand,
                                    guided_teacher, sample_w, solve_ode, target_module)
 from presto_lib.distill.presto_s import frozen, null_condition, pingpong_sigmas
 
-__all__ = ["CTMConfig", "VARIANTS", "ctm_config", "ctm_jump", "feature_distance", "ctm_loss", "CTMStep",
-           "sample_ctm"]
+__all__ = ["CTMConfig", "VARIANTS", "ctm_config", "ctm_jump", "feature_distance", "last_layer", "adaptive_weight",
+           "ctm_loss", "CTMStep", "sample_ctm"]
 
 
 # ---- configuration -------------------------------------------------------------------------------
@@ -55,7 +58,9 @@ class CTMConfig(CMConfig):
     target_time: bool = True      # learned target-time embedding of s (SoundCTM); False: DITTO-CTM
     teacher_steps: int = 10       # Heun steps t -> u drawn U{1..teacher_steps}; 1 = single-step teacher (DITTO)
     feature_loss: bool = True     # d on the teacher's intermediate features (SoundCTM); False: raw outputs
-    match_point: str = "z0"       # compare at time 0 (CTM's default) or at s ("zs")
+    match_point: str = "z0"       # compare at time 0 (CTM's default) or at s ("zs", SoundCTM's released recipe)
+    dsm_weight: float = 0.0       # CTM's auxiliary DSM on g(x_t, t, t) (SoundCTM: 1.0); 0 = consistency loss only
+    dsm_adaptive: bool = True     # scale DSM by ||grad L_CTM|| / ||grad L_DSM|| at the last layer (CTM, SoundCTM)
     gamma: float = 0.0            # gamma-sampling: 0 deterministic jumps, 1 ping-pong
 
     def __post_init__(self):
@@ -64,13 +69,17 @@ class CTMConfig(CMConfig):
             raise ValueError(f"teacher_steps must be >= 1, got {self.teacher_steps}")
         if self.match_point not in ("z0", "zs"):
             raise ValueError(f"match_point must be 'z0' or 'zs', got {self.match_point!r}")
+        if self.dsm_weight < 0:
+            raise ValueError(f"dsm_weight must be >= 0, got {self.dsm_weight}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "soundctm": dict(target_time=True, teacher_steps=10, feature_loss=True),     # Saito et al. 2024
-    "ditto_ctm": dict(target_time=False, teacher_steps=1, feature_loss=False),   # Novack et al. 2024a
+    "soundctm": dict(target_time=True, teacher_steps=10, feature_loss=True, match_point="zs",   # Saito et al.
+                     dsm_weight=1.0),
+    "ditto_ctm": dict(target_time=False, teacher_steps=1, feature_loss=False, match_point="z0",  # Novack et al.
+                      dsm_weight=0.0),
 }
 
 
@@ -107,10 +116,29 @@ def feature_distance(teacher: Callable, a: Tensor, b: Tensor, sigma: Tensor, con
 
 # ---- the loss ------------------------------------------------------------------------------------
 
+def last_layer(model: nn.Module) -> Tensor | None:
+    """The output projection's weight of a student's network (DiT final linear, toy MLP `out`), or None."""
+    net = getattr(getattr(getattr(model, "module", model), "score", None), "net", None)
+    if hasattr(net, "final_layer"):
+        return net.final_layer.linear.weight
+    return net.out.weight if hasattr(net, "out") else None
+
+
+def adaptive_weight(l_main: Tensor, l_aux: Tensor, layer: Tensor | None, max_weight: float = 1e3) -> Tensor | float:
+    """||d l_main / d layer|| / ||d l_aux / d layer||, clamped, no gradient (CTM's balance of L_DSM, after VQGAN)."""
+    if layer is None or not l_main.requires_grad or not l_aux.requires_grad:
+        return 1.0
+    g1 = torch.autograd.grad(l_main, layer, retain_graph=True, allow_unused=True)[0]
+    g2 = torch.autograd.grad(l_aux, layer, retain_graph=True, allow_unused=True)[0]
+    if g1 is None or g2 is None:
+        return 1.0
+    return (g1.norm() / (g2.norm() + 1e-8)).clamp(0.0, max_weight).detach()
+
+
 def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, cond: dict | None,
              cfg: CTMConfig, null_fn: NullFn = null_condition,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-    """L_CTM (Kim et al. eq. 7) without the GAN and DSM terms; d on teacher features or raw outputs."""
+    """L_CTM (Kim et al. eq. 7) without the GAN term, + dsm_weight L_DSM; d on teacher features or raw outputs."""
     B, dev, N = x0.shape[0], x0.device, cfg.n_levels
     grid = edm.edm_sigmas(N, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=dev)          # [N + 1], ends 0
     i = (_rand((B,), generator, dev) * (N - 1)).long().clamp(max=N - 2)                 # t = grid[i] > 0
@@ -136,8 +164,15 @@ def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor,
     else:
         per = distance(est, tgt, cfg.distance, cfg.huber_c)
     loss = per.mean()
-    return loss, {"loss": float(loss.detach()), "ctm_dist": float(per.detach().mean()),
-                  "teacher_steps": float((u - i).float().mean())}
+    logs = {"ctm_dist": float(per.detach().mean()), "teacher_steps": float((u - i).float().mean())}
+    if cfg.dsm_weight > 0:                 # CTM's L_DSM (eq. 3): g(x, sigma, sigma) is the denoiser, log-normal sigma
+        sig = (cfg.p_mean + cfg.p_std * _rand((B,), generator, dev, "randn")).exp()
+        x_d = x0 + _bcast(sig, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
+        dsm = (edm.edm_loss_weight(sig, cfg.sigma_data) * distance(student(x_d, sig, cond, w=w, s=sig), x0)).mean()
+        bal = adaptive_weight(loss, dsm, last_layer(student)) if cfg.dsm_adaptive else 1.0
+        loss = loss + cfg.dsm_weight * bal * dsm
+        logs.update(dsm=float(dsm.detach()), dsm_balance=float(bal))
+    return loss, {"loss": float(loss.detach()), **logs}
 
 
 # ---- one step of the shared training loop ----------------------------------------------------------
