@@ -128,9 +128,9 @@ def test_ctm_jump_with_exact_student_is_the_teacher_ode_solution(t, s):
     gm = ring_mixture()
     x = (sample_points(gm, 256, torch.Generator().manual_seed(0)) +
          t * torch.randn(256, 2, 1, generator=torch.Generator().manual_seed(1))).double()
-    got = ctm_jump(ExactCTM(_toy_flow(gm)), x, torch.tensor(t, dtype=torch.float64), torch.tensor(s, dtype=torch.float64),
-                   None)
-    ref = _reference(gm, x, torch.tensor(t, dtype=torch.float64), torch.tensor(s, dtype=torch.float64))
+    t64, s64 = torch.tensor(t, dtype=torch.float64), torch.tensor(s, dtype=torch.float64)
+    got = ctm_jump(ExactCTM(_toy_flow(gm)), x, t64, s64, None)
+    ref = _reference(gm, x, t64, s64)
     assert (got - ref).abs().max() < 2e-3, float((got - ref).abs().max())
     assert (x - ref).abs().max() > 0.1                          # a jump that moves
 
@@ -267,8 +267,9 @@ def test_steps_plug_into_the_shared_loop(tmp_path, name):
     student = toy_student(base, cfg)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     teacher0 = {k: v.clone() for k, v in base.state_dict().items()}
-    ctx = train(step, modules={"student": student}, optimizers={"student": torch.optim.Adam(student.parameters(), 1e-3)},
-                dataset=data, cfg=TrainConfig(run_dir=str(tmp_path), max_steps=3, batch_size=8, log_every=1, amp="none"),
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    ctx = train(step, modules={"student": student}, optimizers={"student": opt}, dataset=data,
+                cfg=TrainConfig(run_dir=str(tmp_path), max_steps=3, batch_size=8, log_every=1, amp="none"),
                 ema=["student"], frozen={"teacher": base})
     assert ctx.step == 3
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
@@ -297,7 +298,8 @@ def test_dit_student_trains_in_the_loop_and_round_trips(tmp_path):
     cfg = ctm_config("soundctm", n_levels=10, teacher_steps=2)
     student = make_student(base, cfg)
     x, sig = torch.randn(2, 4, 8), torch.tensor([3.0, 0.5])
-    cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool), "bpm": torch.tensor([90., 0.])}
+    cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool),
+            "bpm": torch.tensor([90.0, 0.0])}
     assert torch.allclose(student(x, sig, cond, w=4.5, s=0.1), base(x, sig, cond), atol=1e-5)   # zero-init
     ctx = train(make_step(cfg), modules={"student": student},
                 optimizers={"student": torch.optim.Adam(student.parameters(), 1e-2)}, dataset=data,

@@ -35,7 +35,7 @@ from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong, to_d
 from presto_lib.distill.presto_l import BudgetEmbedder
 from presto_lib.distill.presto_s import null_condition, pingpong_sigmas
 
-__all__ = ["CMConfig", "ConsistencyStudent", "guided_teacher", "ode_step", "solve_ode", "distance", "sample_w",
+__all__ = ["CMConfig", "ConsistencyStudent", "guided_teacher", "ode_step", "solve_ode", "distance", "draw_w",
            "batch_inputs", "cm_loss", "CMStep", "sample_cm", "SOLVERS"]
 
 SOLVERS = ("heun", "euler", "dpmpp_2s")
@@ -215,7 +215,7 @@ def _rand(shape: tuple, generator: torch.Generator | None, device: torch.device,
     return f(shape, generator=generator, device=dev).to(device)
 
 
-def sample_w(cfg: CMConfig, n: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor | None:
+def draw_w(cfg: CMConfig, n: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor | None:
     """w ~ U[w_min, w_max] per sample (Bai et al. 2024); None when guidance is not distilled."""
     if not cfg.guidance:
         return None
@@ -230,7 +230,7 @@ def cm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, 
     grid = edm.edm_sigmas(cfg.n_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=dev)   # [N + 1], ends 0
     n = (_rand((B,), generator, dev) * (cfg.n_levels - 1)).long().clamp(max=cfg.n_levels - 2)
     t, t_next = grid[n], grid[n + 1]                               # t_{n+1} > t_n >= sigma_min (Song's indices)
-    w = sample_w(cfg, B, dev, generator)
+    w = draw_w(cfg, B, dev, generator)
     x_t = x0 + _bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
     with torch.no_grad():
         x_next = solve_ode(guided_teacher(teacher, cond, w, null_fn), x_t, t, t_next, 1, cfg.solver, cfg.rho)

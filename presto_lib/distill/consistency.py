@@ -54,7 +54,7 @@ def make_step(cfg: CMConfig, **kwargs: Any) -> CMStep | CTMStep:
 
 def save_student(path_dir: str | os.PathLike, student: nn.Module, cfg: CMConfig,
                  extra: dict[str, Any] | None = None) -> Path:
-    """Weights (DiT + embeddings) + config {dit, sigma_data, method, consistency, **extra} via `presto_lib.checkpoint`."""
+    """Weights (DiT + embeddings) + config {dit, sigma_data, method, consistency, **extra} (presto_lib.checkpoint)."""
     m = getattr(student, "module", student)
     if not isinstance(m, ConsistencyStudent) or not isinstance(m.score.net, DiT):
         raise ValueError(f"expected a ConsistencyStudent around an EDMPrecond(DiT), got {type(m).__name__}")

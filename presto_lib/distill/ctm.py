@@ -22,8 +22,9 @@ Both ends are mapped to time 0 by the stop-gradient model (gradient flows throug
 
 Both distil the CFG weight w as an input like CM (`cm.py`; Bai et al. 2024), sampled U[w_min, w_max].
 Underspecified in the paper (A.2), chosen here. SoundCTM follows its released recipe (sony/soundctm ctm_train.sh:
-N = 40, features compared at s ("zs"), auxiliary DSM with weight 1 times CTM's adaptive balance) except the teacher: k ~ U{1..10} Heun steps
-instead of up to 39, to bound the teacher's cost per update (each step is 2 CFG-batched teacher calls). DITTO-CTM
+N = 40, features compared at s ("zs"), auxiliary DSM with weight 1 times CTM's adaptive balance) except the
+teacher: k ~ U{1..10} Heun steps instead of up to 39, to bound the teacher's cost per update (each step is 2
+CFG-batched teacher calls). DITTO-CTM
 compares at time 0 (CTM's default) on raw outputs without DSM. Both: s uniform over the grid levels below t
 (0 included), w ~ U[w_min, w_max] as CM (SoundCTM's release uses [2, 5]), target = stop-gradient (the loop's EMA
 with target="ema").
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
 from presto_lib.distill.cm import (CMConfig, NullFn, _bcast, _per_sample, _rand, batch_inputs, distance,
-                                   guided_teacher, sample_w, solve_ode, target_module)
+                                   guided_teacher, draw_w, solve_ode, target_module)
 from presto_lib.distill.presto_s import frozen, null_condition, pingpong_sigmas
 
 __all__ = ["CTMConfig", "VARIANTS", "ctm_config", "ctm_jump", "feature_distance", "last_layer", "adaptive_weight",
@@ -146,7 +147,7 @@ def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor,
     k = 1 + (_rand((B,), generator, dev) * cfg.teacher_steps).long().clamp(max=cfg.teacher_steps - 1)
     u = torch.minimum(i + k, j)                                                          # t > u >= s
     t, s, tu = grid[i], grid[j], grid[u]
-    w = sample_w(cfg, B, dev, generator)
+    w = draw_w(cfg, B, dev, generator)
     x_t = x0 + _bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
     zero = torch.zeros_like(s)
     with torch.no_grad():
