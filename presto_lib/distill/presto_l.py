@@ -30,7 +30,7 @@ from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.edm import EDMPrecond
 from presto_lib.diffusion.score_model import batch_condition, build_score_model, drop_conditions
-from presto_lib.distill.layer_drop import REF_DEPTH, DropSchedule
+from presto_lib.distill.layer_drop import FINETUNE_SIGMAS, REF_DEPTH, DropSchedule, finetune_sigma
 from presto_lib.models.dit import DiT, DiTConfig
 from presto_lib.models.layers import ScalarEmbedder, modulate
 
@@ -50,14 +50,18 @@ class PrestoLConfig(edm.EDMConfig):
     budget: bool = True           # sec. 3.3 "budget conditioning"
     self_teacher: bool = True     # sec. 3.3 "knowledge distillation"
     st_weight: float = 1.0        # L = L_DSM + st_weight * L_st (the paper gives no weight)
-    sigma_dist: str = "train"     # fine-tune noise: DSM's log-normal (ASE / the paper) or "inf" (eq. 9)
+    sigma_dist: str = "inf"       # fine-tune noise (`layer_drop.finetune_sigma`): "inf" (eq. 9, u ~ U[0, 1], as
+                                  # ASE's uniform t: 1/5 per bucket), "stratified", "mix" or "train" (log-normal)
+    sigma_mix: float = 0.75       # "mix": share of eq. 9 draws (the rest log-normal): each bucket >= 15%
     cond_dropout: float = 0.1     # as the base model (A.1), so CFG / CFG++ keep working
     budget_scale: float = 1000.0  # dropped fraction in [0, 1) -> the range of DiT's sinusoidal timestep features
     # sigma_data, p_mean, p_std, sigma_min, sigma_max, rho: inherited from edm.EDMConfig
 
     def __post_init__(self):
-        if self.sigma_dist not in ("train", "inf"):
-            raise ValueError(f"sigma_dist must be 'train' or 'inf', got {self.sigma_dist!r}")
+        if self.sigma_dist not in FINETUNE_SIGMAS:
+            raise ValueError(f"sigma_dist must be one of {FINETUNE_SIGMAS}, got {self.sigma_dist!r}")
+        if not 0.0 <= self.sigma_mix <= 1.0:
+            raise ValueError(f"sigma_mix must lie in [0, 1], got {self.sigma_mix}")
         if self.st_weight < 0 or not 0.0 <= self.cond_dropout <= 1.0:
             raise ValueError(f"need st_weight >= 0 and cond_dropout in [0, 1]; got {self.st_weight}, "
                              f"{self.cond_dropout}")
@@ -223,8 +227,9 @@ def presto_l_loss(model: nn.Module, x0: Tensor, cond: dict | None, cfg: PrestoLC
     B = x0.shape[0]
     schedule = getattr(model, "module", model).schedule
     if sigma is None:
-        sigma = edm.sample_sigma(cfg.sigma_dist, B, p_mean=cfg.p_mean, p_std=cfg.p_std, sigma_min=cfg.sigma_min,
-                                 sigma_max=cfg.sigma_max, rho=cfg.rho, generator=generator, device=x0.device)
+        sigma = finetune_sigma(cfg.sigma_dist, B, mix=cfg.sigma_mix,
+                               p_mean=cfg.p_mean, p_std=cfg.p_std, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max,
+                               rho=cfg.rho, generator=generator, device=x0.device)
     sigma = _sigmas(sigma, x0)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
