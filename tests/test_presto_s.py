@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from presto_lib.diffusion import edm
-from presto_lib.distill.discriminator import DiscriminatorHead, discriminator_gan_loss, generator_gan_loss
+from presto_lib.distill.discriminator import (DiscriminatorHead, DMD2Head, discriminator_gan_loss, generator_gan_loss,
+                                              make_head, real_accuracy)
 from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, null_condition, optimizer_update,
                                          pingpong_sigmas, sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
@@ -176,6 +177,42 @@ def test_head_partially_downsamples_over_latent_time():
     assert head(torch.randn(3, 1, 32)).shape == (3, 1)
     with pytest.raises(ValueError):
         head(torch.randn(3, 40, 16))
+
+
+def test_dmd2_head_downsamples_into_a_single_logit():
+    """DMD2's head pools the whole clip into one logit; Presto-S's keeps one per 4 latent frames (sec. 3.2.3)."""
+    torch.manual_seed(0)
+    presto, dmd2 = make_head("presto", 32), make_head("dmd2", 32)
+    assert isinstance(presto, DiscriminatorHead) and isinstance(dmd2, DMD2Head)
+    x = torch.randn(3, 40, 32)
+    assert presto(x).shape == (3, 10) and dmd2(x).shape == (3, 1) and dmd2(x[:, :1]).shape == (3, 1)
+    assert dmd2(torch.randn(3, 200, 32)).shape == (3, 1)       # one logit whatever the clip length
+    with pytest.raises(ValueError):
+        make_head("patch", 32)
+    with pytest.raises(ValueError):
+        dmd2(torch.randn(3, 40, 16))
+    with pytest.raises(ValueError):
+        PrestoSConfig(disc_head="patch")
+
+
+@pytest.mark.parametrize("kind", ["presto", "dmd2"])
+@pytest.mark.parametrize("loss", ["ls", "ns"])
+def test_both_heads_learn_real_from_fake_under_both_losses(kind, loss):
+    """Line 18 / eq. 7 drive either head to call real features real and fake ones fake; line 10 then rises."""
+    torch.manual_seed(0)
+    head = make_head(kind, 16, n_down=1)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    pattern = torch.cat([torch.ones(8), -torch.ones(8)])          # a channel pattern GroupNorm cannot remove
+    real, fake = torch.randn(8, 12, 16) + pattern, torch.randn(8, 12, 16) - pattern
+    first = float(discriminator_gan_loss(head(real), head(fake), loss).detach())
+    for _ in range(80):
+        opt.zero_grad()
+        discriminator_gan_loss(head(real), head(fake), loss).backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(discriminator_gan_loss(head(real), head(fake), loss)) < 0.5 * first
+        assert head(real).min() > head(fake).max() and real_accuracy(head(real), loss) == 1.0
+        assert float(generator_gan_loss(head(fake), loss)) > float(generator_gan_loss(head(real), loss))
 
 
 def test_gan_losses():

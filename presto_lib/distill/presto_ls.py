@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion.edm import EDMPrecond
-from presto_lib.distill.discriminator import DiscriminatorHead
+from presto_lib.distill.discriminator import make_head
 from presto_lib.distill.presto_l import LayerDropModel, PrestoLConfig, with_schedule
 from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig
 from presto_lib.models.dit import DiT
@@ -175,9 +175,9 @@ def build_setup(name: str, base: EDMPrecond, *, presto_l: LayerDropModel | None 
         real, fake_score = _frozen_copy(base), _fresh(base)
     else:
         real, fake_score = _frozen_copy(presto_l), LayerDropScore(_fresh(presto_l))
-    hidden = dit_of(base).hidden_size
-    fake = FakeScore(fake_score, DiscriminatorHead(hidden, head_channels, head_down), feature_block)
-    return PrestoS(G, fake, real, s_cfg or PrestoSConfig())
+    hidden, s_cfg = dit_of(base).hidden_size, s_cfg or PrestoSConfig()
+    fake = FakeScore(fake_score, make_head(s_cfg.disc_head, hidden, head_channels, head_down), feature_block)
+    return PrestoS(G, fake, real, s_cfg)
 
 
 # ---- Fig. 8: from the per-iteration log to one row per generator update -------------------------------

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong
-from presto_lib.distill.discriminator import (DiscriminatorHead, discriminator_gan_loss, generator_gan_loss,
+from presto_lib.distill.discriminator import (HEADS, DiscriminatorHead, discriminator_gan_loss, generator_gan_loss,
                                               real_accuracy)
 
 Update = Callable[[Tensor, str], object]     # update(loss, "generator" | "fake"): zero_grad, backward, step
@@ -41,6 +41,7 @@ class PrestoSConfig(edm.EDMConfig):
     p_dsm: str = "train"          # fake-DSM noise (line 13)
     p_gan: str = "train"          # GAN noise (lines 8 and 16)
     gan_loss: str = "ls"          # "ls" (eq. 8, Presto-S) or "ns" (eq. 7, DMD2)
+    disc_head: str = "presto"     # D_psi: "presto" (T/4 logits, sec. 3.2.3) or "dmd2" (one logit; the DMD2 rows)
     use_dmd: bool = True          # False: DMD-GAN baseline (GAN loss only)
     use_gan: bool = True          # False: pure distribution matching (DMD without GAN)
     discrete_levels: int = 0      # 0: continuous p_gen (sec. 3.2.1); n > 0: the n levels of the n-step schedule
@@ -57,6 +58,8 @@ class PrestoSConfig(edm.EDMConfig):
                 raise ValueError(f"{k} must be 'train' or 'inf', got {getattr(self, k)!r}")
         if self.gan_loss not in ("ls", "ns"):
             raise ValueError(f"gan_loss must be 'ls' or 'ns', got {self.gan_loss!r}")
+        if self.disc_head not in HEADS:
+            raise ValueError(f"disc_head must be one of {HEADS}, got {self.disc_head!r}")
         if not (self.use_dmd or self.use_gan):
             raise ValueError("use_dmd and use_gan are both off: the generator would get no gradient")
         if self.fake_updates < 1 or self.discrete_levels < 0:
@@ -144,7 +147,7 @@ class FakeScore(nn.Module):
     One forward gives both outputs, so a fake turn is a single (DDP-safe) call over all its inputs.
     """
 
-    def __init__(self, score: nn.Module, head: DiscriminatorHead, feature_block: int = -1):
+    def __init__(self, score: nn.Module, head: nn.Module, feature_block: int = -1):
         super().__init__()
         self.score, self.head, self.feature_block = score, head, int(feature_block)
 
