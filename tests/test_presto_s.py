@@ -7,8 +7,9 @@ import torch
 from presto_lib.diffusion import edm
 from presto_lib.distill.discriminator import (DiscriminatorHead, DMD2Head, discriminator_gan_loss, generator_gan_loss,
                                               make_head, real_accuracy)
-from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, null_condition, optimizer_update,
-                                         pingpong_sigmas, sample_generator, snap_sigmas)
+from presto_lib.distill.presto_s import (FakeScore, PlayerOptimConfig, PrestoS, PrestoSConfig, build_optimizers,
+                                         loop_steps, null_condition, optimizer_update, pingpong_sigmas,
+                                         sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
 
@@ -213,6 +214,28 @@ def test_both_heads_learn_real_from_fake_under_both_losses(kind, loss):
         assert float(discriminator_gan_loss(head(real), head(fake), loss)) < 0.5 * first
         assert head(real).min() > head(fake).max() and real_accuracy(head(real), loss) == 1.0
         assert float(generator_gan_loss(head(fake), loss)) > float(generator_gan_loss(head(real), loss))
+
+
+def test_player_optimisers_default_to_dmd2_and_iterations_map_to_loop_steps():
+    ps = _players()
+    opts = build_optimizers(ps)
+    for name, o in opts.items():                  # DMD2: AdamW (0.9, 0.999), weight decay 0.01, A.1's lr
+        g = o.param_groups[0]
+        assert type(o) is torch.optim.AdamW and g["betas"] == (0.9, 0.999) and g["weight_decay"] == 0.01
+        assert g["lr"] == 5e-7
+        assert {id(p) for p in g["params"]} == {id(p) for p in ps.modules()[name].parameters()}
+    gan = build_optimizers(ps, PlayerOptimConfig.from_dict({"preset": "gan", "lr_generator": 1e-5, "lr_fake": 1e-4}))
+    assert type(gan["fake"]) is torch.optim.Adam and gan["fake"].param_groups[0]["betas"] == (0.0, 0.99)
+    assert gan["generator"].param_groups[0]["lr"] == 1e-5 and gan["fake"].param_groups[0]["lr"] == 1e-4
+    # 32K DMD2 iterations = 32K fake + 6.4K generator updates = 38.4K of our one-player-per-step loop steps
+    n = loop_steps(32_000)
+    turns = torch.tensor([ps.is_generator_turn(i) for i in range(n)])
+    assert n == 38_400 and int(turns.sum()) == 6_400 and int((~turns).sum()) == 32_000
+    assert loop_steps(32_000, counting="generator") == 192_000
+    with pytest.raises(ValueError):
+        PlayerOptimConfig(betas=(0.9, 1.0))
+    with pytest.raises(ValueError):
+        PlayerOptimConfig.from_dict({"momentum": 0.9})
 
 
 def test_gan_losses():
