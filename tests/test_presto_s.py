@@ -8,7 +8,7 @@ from presto_lib.diffusion import edm
 from presto_lib.distill.discriminator import (DiscriminatorHead, DMD2Head, discriminator_gan_loss, generator_gan_loss,
                                               make_head, real_accuracy)
 from presto_lib.distill.presto_s import (FakeScore, PlayerOptimConfig, PrestoS, PrestoSConfig, build_optimizers,
-                                         loop_steps, null_condition, optimizer_update, pingpong_sigmas,
+                                         discrete_runs, loop_steps, native_budget, null_condition, optimizer_update, pingpong_sigmas,
                                          sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
@@ -148,6 +148,24 @@ def test_generator_inputs_continuous_or_discrete():
     s = ps.gen_sigma(4000, torch.device("cpu"))
     levels = pingpong_sigmas(4)[:-1]
     assert set(torch.unique(s).tolist()) == set(levels.tolist())
+
+
+def test_one_discrete_model_per_step_budget_samples_on_its_own_levels():
+    """Sec. 4.2's k-step discrete model is trained on the k levels its k-step schedule then visits, unsnapped."""
+    runs = discrete_runs((1, 2, 4))
+    assert runs == {"discrete_1": {"discrete_levels": 1}, "discrete_2": {"discrete_levels": 2},
+                    "discrete_4": {"discrete_levels": 4}}
+    for name, over in runs.items():
+        k = over["discrete_levels"]
+        cfg = PrestoSConfig(**over)
+        seen = []
+        G = lambda x, s, c: (seen.append(float(s[0])), torch.zeros_like(x))[1]
+        sample_generator(G, torch.randn(1, 2, 3), None, k, cfg)
+        trained = set(_players(cfg).gen_sigma(500, torch.device("cpu")).tolist())
+        assert native_budget(cfg, k) and seen == pingpong_sigmas(k)[:-1].tolist() and set(seen) == trained
+    assert not native_budget(PrestoSConfig(discrete_levels=4), 2) and native_budget(PrestoSConfig(), 2)
+    with pytest.raises(ValueError):
+        discrete_runs((0,))
 
 
 def test_pingpong_schedule_and_snapping():

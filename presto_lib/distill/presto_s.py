@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -137,6 +137,20 @@ def discrete_levels(cfg: PrestoSConfig) -> Tensor | None:
     if not cfg.discrete_levels:
         return None
     return pingpong_sigmas(cfg.discrete_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho)[:-1]
+
+
+def discrete_runs(budgets: Sequence[int] = (1, 2, 3, 4), prefix: str = "discrete") -> dict[str, dict]:
+    """One discrete-input model per step budget (sec. 3.2.1, 4.2: "the 1 and 2-step discrete models"; Figs 5, 11):
+    run name -> PrestoSConfig overrides {"discrete_levels": k}. Model k is sampled at k steps, on its own levels."""
+    if not budgets or any(int(k) != k or k < 1 for k in budgets):
+        raise ValueError(f"budgets must be integers >= 1, got {list(budgets)}")
+    return {f"{prefix}_{int(k)}": {"discrete_levels": int(k)} for k in budgets}
+
+
+def native_budget(cfg: PrestoSConfig, steps: int) -> bool:
+    """True when `steps`-step sampling runs exactly on the generator's training inputs (continuous, or k = n levels);
+    False means a discrete generator's schedule would be snapped to levels it was trained on for another budget."""
+    return not cfg.discrete_levels or int(steps) == int(cfg.discrete_levels)
 
 
 # ---- the fake player psi: mu_psi and its discriminator head D_psi --------------------------------
