@@ -188,6 +188,8 @@ def _sigmas(sigma: Tensor | float, x: Tensor) -> Tensor:
 class LayerDropModel(nn.Module):
     """Denoiser model(x, sigma, cond) -> x0 of a layer-dropped DiT; each sample's budget comes from its sigma."""
 
+    skips_parameters = True     # a batch's dropped blocks get no gradient: DDP must find unused parameters
+
     def __init__(self, score_model: EDMPrecond, cfg: PrestoLConfig | None = None):
         super().__init__()
         if not isinstance(score_model, EDMPrecond) or not isinstance(score_model.net, DiT):

@@ -102,6 +102,8 @@ def dit_of(model: nn.Module) -> DiT:
 class LayerDropScore(nn.Module):
     """A LayerDropModel that can also return per-block features, so a discriminator head can sit on it (A.4)."""
 
+    skips_parameters = True     # dropped blocks (see LayerDropModel)
+
     def __init__(self, model: LayerDropModel):
         super().__init__()
         if not isinstance(model, LayerDropModel):

@@ -165,6 +165,11 @@ class FakeScore(nn.Module):
         super().__init__()
         self.score, self.head, self.feature_block = score, head, int(feature_block)
 
+    @property
+    def skips_parameters(self) -> bool:
+        """A forward without logits leaves D_psi unused, and a layer-dropping mu_psi its dropped blocks (DDP)."""
+        return True
+
     def forward(self, x: Tensor, sigma: Tensor, cond: dict | None = None, with_logits: bool = False):
         """mu_psi(x, sigma, cond) -> x0, or (x0, D_psi logits [B, T']) with `with_logits`."""
         if not with_logits:
