@@ -7,9 +7,10 @@ import torch
 from presto_lib.diffusion import edm
 from presto_lib.distill.discriminator import (DiscriminatorHead, DMD2Head, discriminator_gan_loss, generator_gan_loss,
                                               make_head, real_accuracy)
-from presto_lib.distill.presto_s import (FakeScore, PlayerOptimConfig, PrestoS, PrestoSConfig, build_optimizers,
-                                         discrete_runs, loop_steps, native_budget, null_condition, optimizer_update, pingpong_sigmas,
-                                         sample_generator, snap_sigmas)
+from presto_lib.distill.optim import PlayerOptimConfig, build_optimizers, loop_steps
+from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, discrete_runs, native_budget,
+                                         null_condition, optimizer_update, pingpong_sigmas, sample_generator,
+                                         snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
 

@@ -35,8 +35,8 @@ from presto_lib.models.dit import DiT, DiTConfig
 from presto_lib.models.layers import ScalarEmbedder, modulate
 
 __all__ = ["PrestoLConfig", "VARIANTS", "variant_config", "BudgetEmbedder", "BudgetAdaLN", "LayerDropNet",
-           "LayerDropModel", "presto_l_loss", "PrestoLStep", "save_layer_drop_model", "load_layer_drop_model",
-           "with_schedule"]
+           "LayerDropModel", "presto_l_loss", "presto_l_terms", "PrestoLStep", "save_layer_drop_model",
+           "load_layer_drop_model", "with_schedule"]
 
 
 # ---- configuration -------------------------------------------------------------------------------------
@@ -238,6 +238,15 @@ def presto_l_loss(model: nn.Module, x0: Tensor, cond: dict | None, cfg: PrestoLC
     x = x0 + sigma.reshape(-1, *[1] * (x0.ndim - 1)) * noise
     n_drop = schedule.n_drop(sigma)
     x0_hat, h = model(x, sigma, cond, n_drop=n_drop, return_hidden=True)
+    return presto_l_terms(model, x, sigma, cond, x0, x0_hat, h, cfg)
+
+
+def presto_l_terms(model: nn.Module, x: Tensor, sigma: Tensor, cond: dict | None, x0: Tensor, x0_hat: Tensor,
+                   h: Tensor, cfg: PrestoLConfig) -> tuple[Tensor, dict[str, float]]:
+    """DSM + st_weight * L_st from a forward already made at the schedule's budget: x = x0 + sigma eps gave
+    (x0_hat, h). Used by `presto_l_loss` and by step distillation that shares the forward (Presto-LS, A.4)."""
+    B = x0.shape[0]
+    n_drop = getattr(model, "module", model).schedule.n_drop(sigma)
     err = (x0_hat.float() - x0.float()).pow(2).reshape(B, -1).mean(1)
     dsm = (edm.edm_loss_weight(sigma, cfg.sigma_data) * err).mean()
     logs = {"dsm": float(dsm.detach()), "dropped": float(n_drop.float().mean())}
