@@ -139,6 +139,85 @@ def test_teacher_uses_plain_cfg_with_the_null_condition():
     assert not null["text_mask"].any() and (null["bpm"] <= 0).all() and not null["text"].any()
 
 
+# ---- Algorithm 1's labels and noise plumbing, against oracles ----------------------------------------
+
+class OracleFake(FakeScore):
+    """psi whose logits are the mean of its input (so real ~ +3, generated ~ -3) and that records every call."""
+
+    def __init__(self):
+        super().__init__(make_toy_model(8, 1), DiscriminatorHead(8, n_down=0))
+        self.calls = []
+
+    def forward(self, x, sigma, cond=None, with_logits=False):
+        self.calls.append((sigma.detach().clone(), with_logits))
+        x0 = x * 0.5
+        return (x0, x.float().mean((1, 2))[:, None]) if with_logits else x0
+
+
+class RecordingG(torch.nn.Module):
+    """A generator that records its input noise levels and returns a constant -3 (with a gradient path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.sigmas = torch.nn.Parameter(torch.zeros(())), []
+
+    def forward(self, x, sigma, cond=None):
+        self.sigmas.append(sigma.detach().clone())
+        return torch.full_like(x, -3.0) + self.w
+
+
+@pytest.mark.parametrize("gan", ["ls", "ns"])
+def test_discriminator_calls_real_real_and_generated_fake(gan):
+    """Line 18: D(x_real) -> 1 and D(x_gen) -> 0. With logits +3 (real) and -3 (generated) the loss is analytic."""
+    torch.manual_seed(0)
+    fake = OracleFake()
+    ps = PrestoS(RecordingG(), fake, lambda x, s, c: x, PrestoSConfig(gan_loss=gan, p_gan="train", nu2=1.0))
+    x_real, x_gen = torch.full((16, 2, 256), 3.0), torch.full((16, 2, 256), -3.0)
+    _, logs = ps.fake_loss(x_real, None, x_gen)
+    r, f = torch.full((16, 1), 3.0), torch.full((16, 1), -3.0)
+    want = float(discriminator_gan_loss(r, f, gan))      # LS: 9 + 4 = 13 (swapped labels: 16 + 9 = 25)
+    assert math.isclose(logs["loss_gan_d"], want, rel_tol=0.05), (logs["loss_gan_d"], want)
+    assert logs["d_real_acc"] == 1.0
+    _, glogs = ps.generator_loss(x_gen, None)             # line 10: the generator wants D(x_gen) -> real
+    assert math.isclose(glogs["loss_gan_g"], float(generator_gan_loss(f, gan)), rel_tol=0.05)
+
+
+def _ks(kind, sigma, cfg):
+    """KS p-value of noise levels against p(sigma^train) (log-normal) or p(sigma^inf) (eq. 9, u ~ U[0, 1])."""
+    from scipy.stats import kstest
+    s = sigma.double()
+    if kind == "train":
+        return kstest(s.log().numpy(), "norm", args=(cfg.p_mean, cfg.p_std)).pvalue
+    hi, lo = cfg.sigma_max ** (1 / cfg.rho), cfg.sigma_min ** (1 / cfg.rho)
+    return kstest(((s ** (1 / cfg.rho) - hi) / (lo - hi)).numpy(), "uniform").pvalue
+
+
+@pytest.mark.parametrize("dists", [("inf", "train", "inf", "train"), ("train", "inf", "train", "inf")])
+def test_each_noise_site_draws_from_its_own_distribution(dists):
+    """Lines 1, 5, 13 and 8/16 draw from p_gen, p_DMD, p_DSM and p_GAN respectively (sec. 3.2.2)."""
+    cfg = PrestoSConfig(**dict(zip(("p_gen", "p_dmd", "p_dsm", "p_gan"), dists)), dmd_normalize=False)
+    torch.manual_seed(0)
+    G, fake = RecordingG(), OracleFake()
+    ps = PrestoS(G, fake, lambda x, s, c: x, cfg)
+    x_real, B = torch.randn(100, 2, 4), 100
+    for it in range(12):                                  # turns 5 and 11 are the generator's
+        ps.step(x_real, None, it, lambda loss, name: None)
+    sites = {"line 1": [torch.cat(G.sigmas)], "line 5": [], "line 13": [], "line 8": [], "line 16": []}
+    for sigma, logits in fake.calls:
+        if not logits:
+            sites["line 5"].append(sigma)                # generator turn, mu_psi only
+        elif len(sigma) == B:
+            sites["line 8"].append(sigma)                # generator turn, D_psi
+        else:
+            sites["line 13"].append(sigma[:B])           # fake turn: one forward over lines 13 and 16
+            sites["line 16"].append(sigma[B:])
+    want = dict(zip(("line 1", "line 5", "line 13", "line 8"), dists), **{"line 16": dists[3]})
+    for site, kind in want.items():
+        s = torch.cat(sites[site])
+        other = "inf" if kind == "train" else "train"
+        assert len(s) >= 200 and _ks(kind, s, cfg) > 1e-3 and _ks(other, s, cfg) < 1e-6, site
+
+
 # ---- noise levels and sampling -------------------------------------------------------------------
 
 def test_generator_inputs_continuous_or_discrete():
