@@ -14,7 +14,7 @@ from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, 
                                           fig8_curves, fig8_summary, reduced_layer_config)
 from presto_lib.distill.discriminator import make_head
 from presto_lib.distill.presto_l import presto_l_loss
-from presto_lib.distill.presto_s import FakeScore, PrestoSConfig, optimizer_update
+from presto_lib.distill.presto_s import FakeScore, PrestoSConfig, load_fake_score, optimizer_update, save_fake_score
 from presto_lib.distill.presto_s_stage import PrestoSStep
 from presto_lib.train import TrainConfig, train
 
@@ -168,6 +168,15 @@ def test_presto_s_setup_has_no_layer_dropping(sources):
     assert isinstance(ps.G, EDMPrecond) and same_weights(ps.G, sources["base"])
     assert runs(ps.G, mid_sigmas()[0]) == list(range(DEPTH))
     assert same_weights(ps.fake.score, sources["base"]) and same_weights(ps.real, sources["base"])
+
+
+def test_step_then_layer_continues_a_saved_presto_s_psi(tmp_path, sources):
+    save_fake_score(tmp_path / "fake", sources["presto_s_fake"], {"run": "ls_ittt"})
+    fake, cfg = load_fake_score(tmp_path / "fake")
+    assert same_weights(fake, sources["presto_s_fake"]) and cfg["head"] == {"kind": "presto", "channels": 16,
+                                                                            "n_down": 2} and cfg["run"] == "ls_ittt"
+    ps = build_setup("step_then_layer", sources["base"], presto_s=sources["presto_s"], presto_s_fake=fake)
+    assert same_weights(ps.fake, sources["presto_s_fake"])
 
 
 def test_setups_table_matches_appendix_a4():

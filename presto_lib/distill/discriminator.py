@@ -46,7 +46,9 @@ class DiscriminatorHead(nn.Module):
         layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
                    nn.Conv1d(ch, 1, kernel_size=1)]       # one logit per low-resolution time step
         self.net = nn.Sequential(*layers)
-        self.hidden, self.n_down = hidden, n_down
+        self.hidden, self.n_down, self.channels = hidden, n_down, ch
+
+    kind = "presto"
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats [B, T, hidden] (a DiT block's output) -> [B, T'], T' = ceil(T / 2^n_down)."""
@@ -73,7 +75,9 @@ class DMD2Head(nn.Module):
         layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
                    nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(ch, 1)]   # whole clip -> a single logit
         self.net = nn.Sequential(*layers)
-        self.hidden, self.n_down = hidden, n_down
+        self.hidden, self.n_down, self.channels = hidden, n_down, ch
+
+    kind = "dmd2"
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats [B, T, hidden] -> [B, 1]."""

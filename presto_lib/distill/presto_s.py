@@ -15,7 +15,9 @@ non-saturating loss of eq. 7 instead of the least-squares loss of eq. 8.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -23,7 +25,8 @@ from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong
-from presto_lib.distill.discriminator import (HEADS, DiscriminatorHead, discriminator_gan_loss, generator_gan_loss,
+from presto_lib.checkpoint import load_checkpoint, save_checkpoint
+from presto_lib.distill.discriminator import (HEADS, discriminator_gan_loss, generator_gan_loss, make_head,
                                               real_accuracy)
 
 Update = Callable[[Tensor, str], object]     # update(loss, "generator" | "fake"): zero_grad, backward, step
@@ -181,6 +184,32 @@ class FakeScore(nn.Module):
         if not 0 <= k < len(feats):
             raise ValueError(f"feature_block {k} out of range for {len(feats)} blocks")
         return x0, self.head(feats[k])
+
+
+def save_fake_score(path_dir: str | os.PathLike, fake: FakeScore, extra: dict | None = None) -> Path:
+    """psi = (mu_psi, D_psi) of a run, so a later distillation can continue it (A.4 step-then-layer)."""
+    fake = getattr(fake, "module", fake)
+    score, head = fake.score, fake.head
+    if not isinstance(score, edm.EDMPrecond) or not hasattr(score.net, "cfg"):
+        raise ValueError(f"expected a FakeScore over an EDMPrecond(DiT), got {type(score).__name__}")
+    config = {"dit": score.net.cfg.to_dict(), "sigma_data": score.sigma_data, "feature_block": fake.feature_block,
+              "head": {"kind": head.kind, "channels": head.channels, "n_down": head.n_down}, **(extra or {})}
+    return save_checkpoint(path_dir, dict(fake.state_dict()), config)
+
+
+def load_fake_score(path_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FakeScore, dict]:
+    """Load what `save_fake_score` wrote: (FakeScore in train mode, its config)."""
+    from presto_lib.diffusion.score_model import build_score_model
+
+    tensors, config = load_checkpoint(path_dir, device)
+    if "head" not in config:
+        raise ValueError(f"{path_dir} holds no fake score model (config.json lacks 'head')")
+    score = build_score_model(config["dit"], sigma_data=config["sigma_data"])
+    h = config["head"]
+    fake = FakeScore(score, make_head(h["kind"], score.net.hidden_size, h["channels"], h["n_down"]),
+                     config["feature_block"])
+    fake.load_state_dict(tensors)
+    return fake.to(device).train(), config
 
 
 # ---- Algorithm 1 ---------------------------------------------------------------------------------
