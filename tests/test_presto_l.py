@@ -210,6 +210,9 @@ def test_budget_modules_start_at_zero_but_learn():
     loss.backward()
     for lin in (model.net.budget_emb.embed.mlp[2], model.net.out_adaln.modulation[-1]):
         assert torch.count_nonzero(lin.weight) == 0 and lin.weight.grad.abs().sum() > 0
+    assert model.budget_embedding_norms() == [0.0] * 5
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert min(model.budget_embedding_norms()) > 0                      # every bucket's embedding has moved
 
 
 # ---- losses ----

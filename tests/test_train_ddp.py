@@ -78,7 +78,8 @@ def _train(variant, run_dir):
         ctx.backward_and_step(loss, "model")
         return logs
 
-    ctx = train(step, modules={"model": model}, optimizers={"model": torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-4)},
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-4)
+    ctx = train(step, modules={"model": model}, optimizers={"model": opt},
                 dataset=FixedNoise(), cfg=TrainConfig(run_dir=str(run_dir), max_steps=STEPS, batch_size=BATCH,
                                                       grad_clip=None, amp="none", log_every=1, ckpt_every=100))
     return {k: v.detach().clone() for k, v in ctx.raw["model"].state_dict().items()}

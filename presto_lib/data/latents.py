@@ -286,7 +286,8 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
             "latent_dim": int(train.shape[1]), "latent_frames": int(train.shape[2]), "text_dim": int(emb.shape[-1]),
             "text_length": int(L), "text_encoder": str(getattr(text_encoder, "name", type(text_encoder).__name__)),
             "splits": counts, "scaled_mean_train": float(scaled_train.mean()),
-            "scaled_std_train": float(scaled_train.std()), "target_std": float(target_std) if fit_norm is None else None,
+            "scaled_std_train": float(scaled_train.std()),
+            "target_std": float(target_std) if fit_norm is None else None,
             "channel_std_train": train.transpose(0, 1).reshape(train.shape[1], -1).std(1).tolist()}
     _atomic_json(out / "meta.json", meta)
     return out

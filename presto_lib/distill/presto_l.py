@@ -204,6 +204,15 @@ class LayerDropModel(nn.Module):
         """The layer-dropped network (DiT + budget modules)."""
         return self.precond.net
 
+    @torch.no_grad()
+    def budget_embedding_norms(self) -> list[float]:
+        """RMS of the budget embedding per bucket (highest noise first): 0 at init, > 0 once a budget is tuned."""
+        if self.net.budget_emb is None:
+            return [0.0] * self.schedule.num_buckets
+        w = self.net.budget_emb.embed.mlp[0].weight
+        frac = torch.tensor(self.schedule.drops, dtype=torch.float32, device=w.device) / self.schedule.depth
+        return self.net.budget_emb(frac).float().pow(2).mean(1).sqrt().tolist()
+
     def forward(self, x: Tensor, sigma: Tensor | float, cond: dict | None = None, n_drop: Tensor | None = None,
                 return_hidden: bool = False):
         """x0_hat (eq. 4); n_drop defaults to the schedule's budget for sigma (the per-step budget of sampling)."""

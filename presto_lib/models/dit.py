@@ -124,7 +124,7 @@ class NumberEmbedder(nn.Module):
         return ((x.float() - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[t, sin(2 pi w t), cos(2 pi w t)] [B, 2 * (freq_dim // 2) + 1] (Stable Audio's LearnedPositionalEmbedding)."""
+        """[t, sin(2 pi w t), cos(2 pi w t)] [B, 2 (freq_dim // 2) + 1] (Stable Audio's LearnedPositionalEmbedding)."""
         t = self.normalise(x)[:, None]
         ang = 2 * math.pi * t * self.freqs.float()[None]
         return torch.cat([t, ang.sin(), ang.cos()], dim=-1)
