@@ -293,8 +293,10 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     if ctx.is_main and latest:
         print(f"[{cfg.desc}] resumed from {latest} (step {start}/{cfg.max_steps})")
     if world > 1:
+        # a module that may leave parameters unused in a step (layer dropping: `skips_parameters`) needs DDP to
+        # look for them, or its reduction never finishes
         ctx.modules = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None,
-                              find_unused_parameters=cfg.find_unused_parameters)
+                              find_unused_parameters=cfg.find_unused_parameters or skips_parameters(m))
                        if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
     log = CSVLog(run_dir / "log.csv", start) if ctx.is_main else None
     stop = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
@@ -349,6 +351,11 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     if latest and start == stop == ctx.step and ctx.is_main:
         print(f"[{cfg.desc}] already at step {ctx.step}: nothing to do")
     return ctx
+
+
+def skips_parameters(m: nn.Module) -> bool:
+    """True when a module declares that a forward may leave some of its parameters unused (e.g. dropped blocks)."""
+    return bool(getattr(m, "skips_parameters", False))
 
 
 def _scalar(v: Any) -> float:
