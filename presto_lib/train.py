@@ -68,7 +68,7 @@ __all__ = ["TrainConfig", "Context", "NonFiniteLossError", "train", "update_ema"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN/inf; the run stopped and the last good checkpoint is untouched."""
+    """A loss or gradient became NaN/inf; the run stopped (the message says which checkpoint, if any, is on disk)."""
 
 
 @dataclass
@@ -118,6 +118,7 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)   # JSON-able state saved with checkpoints
     _opt_modules: dict[str, list[str]] = field(default_factory=dict)
     _stepped: set = field(default_factory=set)
+    _resumed_from: int | None = None             # the step this call resumed from (None: fresh start)
 
     @property
     def is_main(self) -> bool:
@@ -148,12 +149,28 @@ class Context:
         if not torch.isfinite(norm):
             raise NonFiniteLossError(
                 f"non-finite loss/gradient for optimiser {opt!r} at step {self.step + 1} "
-                f"(loss={loss.item():.4g}, grad norm={norm.item():.4g}); the run stopped and the last good "
-                f"checkpoint in {Path(self.cfg.run_dir) / 'checkpoints'} is intact")
+                f"(loss={loss.item():.4g}, grad norm={norm.item():.4g}); {self._nonfinite_note(self.step + 1)}")
         o.step()
         o.zero_grad(set_to_none=True)
         self._stepped.update(self._opt_modules.get(opt, []))
         return float(norm)
+
+    def _nonfinite_note(self, failed_step: int) -> str:
+        """What a NaN stop leaves: the newest verified checkpoint on disk (or none), and whether it is suspect."""
+        d = Path(self.cfg.run_dir) / "checkpoints"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            latest = ckpt.latest_training_state(d)
+        if latest is None:
+            return f"the run stopped before any complete checkpoint was written in {d}; a rerun starts from step 0"
+        step = int(latest.name.removeprefix("step_"))
+        note = f"the run stopped; the newest complete checkpoint (step {step}, checksums verified) is {latest}"
+        if self._resumed_from == step and failed_step == step + 1:
+            note += (" - but this run resumed from it and failed on its first step, so that checkpoint (or the "
+                     "data) may itself be the cause")
+        if any(not torch.isfinite(p).all() for m in self.raw.values() for p in m.parameters()):
+            note += "; the in-memory weights hold non-finite values"
+        return note
 
     def all_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over ranks (identity for one process)."""
@@ -203,9 +220,8 @@ def _save(ctx: Context, meta: dict) -> Path | None:
     return out
 
 
-def _load(ctx: Context, path: Path, data_spec: dict) -> dict:
-    """Restore modules, EMA, optimisers, this rank's RNG and extras from a training state."""
-    st = ckpt.read_training_state(path)
+def _load(ctx: Context, path: Path, st: dict, data_spec: dict) -> dict:
+    """Restore modules, EMA, optimisers, this rank's RNG and extras from a (verified) training state."""
     for k, m in ctx.raw.items():
         if k not in st["modules"]:
             raise ValueError(f"checkpoint {path} has no module {k!r} (has {sorted(st['modules'])})")
@@ -221,9 +237,12 @@ def _load(ctx: Context, path: Path, data_spec: dict) -> dict:
     if ctx.rank in st["rng"] and meta.get("world_size") == ctx.world_size:
         ckpt.set_rng_state(st["rng"][ctx.rank])
     else:
-        warnings.warn("world size changed since the checkpoint: RNG streams reseeded, resume is not bit-exact")
+        why = (f"world size changed since the checkpoint ({meta.get('world_size')} -> {ctx.world_size})"
+               if meta.get("world_size") != ctx.world_size else
+               f"{path / f'rng_rank{ctx.rank}.json'} is missing")
+        warnings.warn(f"{why}: RNG streams reseeded, resume is not bit-exact")
         torch.manual_seed(ctx.cfg.seed + 7919 * st["step"] + ctx.rank)
-    ctx.step, ctx.extra = st["step"], meta.get("extra", {})
+    ctx.step, ctx.extra, ctx._resumed_from = st["step"], meta.get("extra", {}), st["step"]
     return meta
 
 
@@ -263,8 +282,9 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     data_spec = {"batch_size": cfg.batch_size, "dataset_len": len(dataset), "seed": cfg.seed}
 
     # ---- resume or start fresh ----
-    latest = ckpt.latest_training_state(run_dir / "checkpoints") if resume else None
-    meta = _load(ctx, latest, data_spec) if latest else {}
+    found = ckpt.load_training_state(run_dir / "checkpoints") if resume else None   # verified; falls back
+    latest = found[0] if found else None
+    meta = _load(ctx, latest, found[1], data_spec) if found else {}
     if not latest:
         torch.manual_seed(cfg.seed + rank)  # per-rank streams for noise drawn inside step_fn
         random.seed(cfg.seed + rank)
@@ -273,8 +293,10 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     if ctx.is_main and latest:
         print(f"[{cfg.desc}] resumed from {latest} (step {start}/{cfg.max_steps})")
     if world > 1:
+        # a module that may leave parameters unused in a step (layer dropping: `skips_parameters`) needs DDP to
+        # look for them, or its reduction never finishes
         ctx.modules = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None,
-                              find_unused_parameters=cfg.find_unused_parameters)
+                              find_unused_parameters=cfg.find_unused_parameters or skips_parameters(m))
                        if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
     log = CSVLog(run_dir / "log.csv", start) if ctx.is_main else None
     stop = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
@@ -310,8 +332,7 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
             vals = ctx.all_mean(torch.tensor([_scalar(metrics[k]) for k in keys], dtype=torch.float64))
             if not torch.isfinite(vals).all():
                 bad = [k for k, v in zip(keys, vals.tolist()) if not math.isfinite(v)]
-                raise NonFiniteLossError(f"non-finite {bad} at step {ctx.step}; the run stopped and the last good "
-                                         f"checkpoint in {run_dir / 'checkpoints'} is intact")
+                raise NonFiniteLossError(f"non-finite {bad} at step {ctx.step}; {ctx._nonfinite_note(ctx.step)}")
             window.add(dict(zip(keys, vals.tolist())))
             bar.update(1)
             if ctx.step % cfg.log_every == 0 or ctx.step == stop:
@@ -330,6 +351,11 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     if latest and start == stop == ctx.step and ctx.is_main:
         print(f"[{cfg.desc}] already at step {ctx.step}: nothing to do")
     return ctx
+
+
+def skips_parameters(m: nn.Module) -> bool:
+    """True when a module declares that a forward may leave some of its parameters unused (e.g. dropped blocks)."""
+    return bool(getattr(m, "skips_parameters", False))
 
 
 def _scalar(v: Any) -> float:

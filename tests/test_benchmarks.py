@@ -42,3 +42,17 @@ def test_gpu_check_runs_on_cpu_at_smoke_size(tmp_path):
     rows = {x["system"].split()[0]: x for x in r["latency"][0]["rows"]}
     assert set(rows) == {"base", "Presto-S", "Presto-LS"} and rows["base"]["speedup_vs_base"] == 1.0
     assert "End-to-end latency" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_bench_tables_writes_tables_3_and_4(tmp_path):
+    import pandas as pd
+
+    out = run("benchmarks/bench_tables.py", "--smoke", "--threads", "1", "--out", str(tmp_path))
+    assert "Table 3" in out and "Table 4" in out, out
+    t3, t4 = pd.read_csv(tmp_path / "table3_latency.csv"), pd.read_csv(tmp_path / "table4_max_batch.csv")
+    assert t3["system"].tolist() == ["Base DM", "ASE", "Presto-L", "Presto-S", "Presto-LS"]
+    assert (t3["batch_size"] == 1).all() and (t4["batch_size"] >= 1).all() and (t4["memory_cap_GiB"] > 0).all()
+    for t in (t3, t4):   # the layout's identities: mono = generation + decoding, stereo = mono + M2S
+        assert ((t["mono_latency_ms"] - t["generation_ms"] - t["decoding_ms"]).abs() < 1e-6).all()
+        assert ((t["stereo_latency_ms"] - t["mono_latency_ms"] - t["m2s_ms"]).abs() < 1e-6).all()
+    assert (tmp_path / "table3_latency.md").is_file() and (tmp_path / "table4_max_batch.md").is_file()

@@ -121,6 +121,52 @@ def test_nonpositive_bpm_uses_learned_null_embedding():
     torch.testing.assert_close(out_mixed[1], out_real[1])            # real-BPM row does not
 
 
+def _bpm_features(model, bpm):
+    """The BPM embedder's input features (before its MLP), float64."""
+    emb = model.bpm_embedder
+    if hasattr(emb, "features"):
+        return emb.features(bpm).detach().double()
+    from presto_lib.models.layers import sinusoidal_embedding
+    return sinusoidal_embedding(bpm * emb.scale, emb.freq_dim).double()
+
+
+def test_number_bpm_embedding_is_normalised_smooth_and_distinct():
+    """Stable Audio's NumberConditioner: t = (bpm - 40) / 200, learned Fourier features; the raw-BPM sinusoids alias."""
+    new, old = make(bpm_emb="number"), make(bpm_emb="sinusoidal")
+    assert DiTConfig().bpm_emb == "number"
+    bpms = torch.arange(40.0, 241.0, 5.0)
+    f = _bpm_features(new, bpms)
+    torch.testing.assert_close(f[:, 0], (bpms - 40) / 200, check_dtype=False)     # the normalised number itself
+    # well-conditioned: 1 BPM apart is close, 70 BPM apart is far; the raw-BPM sinusoids' fast features alias
+    dist = lambda m, a, b: float((_bpm_features(m, torch.tensor([a])) - _bpm_features(m, torch.tensor([b]))).norm())
+    for a in (60.0, 80.0, 120.0):
+        assert dist(new, a, a + 1) < 0.05 * dist(new, a, a + 70)
+        assert dist(old, a, a + 1) > 0.15 * dist(old, a, a + 70)
+    # distinct tempi give distinct conditioning, and the null BPM differs from all of them (40 BPM included)
+    with torch.no_grad():
+        c = new.cond_embedding(torch.zeros(len(bpms) + 1), torch.cat([bpms, torch.zeros(1)]))
+    d = torch.cdist(c.double(), c.double())
+    assert d[~torch.eye(len(c), dtype=torch.bool)].min() > 1e-4
+    assert d[-1, :-1].min() > 0.5 * d[0, -2]                                       # null is no tempo
+    torch.testing.assert_close(new.bpm_embedder.normalise(torch.tensor([10.0, 500.0])), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError):
+        DiTConfig(bpm_emb="raw")
+
+
+def test_legacy_config_keeps_the_sinusoidal_bpm_embedding():
+    """A config saved before `bpm_emb` (it has bpm_emb_scale, not bpm_emb) rebuilds the old layout and loads."""
+    old = make(bpm_emb="sinusoidal")
+    saved = old.cfg.to_dict()
+    for k in ("bpm_emb", "bpm_min", "bpm_max"):
+        saved.pop(k)
+    cfg = DiTConfig.from_dict(json.loads(json.dumps(saved)))
+    assert cfg.bpm_emb == "sinusoidal"
+    DiT(cfg).load_state_dict(old.state_dict())                                     # strict: same parameters
+    assert DiTConfig.from_dict({"hidden_size": 32, "num_heads": 4}).bpm_emb == "number"   # a profile's partial dict
+    with pytest.raises(RuntimeError):
+        DiT(DiTConfig(**{**saved, "bpm_emb": "number"})).load_state_dict(old.state_dict())
+
+
 def test_extra_emb_is_added_to_conditioning():
     model = make()
     x, c_noise, bpm, text, mask = inputs()

@@ -93,7 +93,8 @@ def test_edm_precond_forward():
     torch.testing.assert_close(x0, expect)
     # features pass through; a float sigma broadcasts; sigma of the wrong size is refused
     x0f, feats = D(x, sigma, cond, return_features=True)
-    torch.testing.assert_close(x0f, x0) and len(feats) == 1
+    torch.testing.assert_close(x0f, x0)
+    assert len(feats) == 1
     torch.testing.assert_close(D(x, 1.0), D(x, torch.ones(3)))
     with pytest.raises(ValueError, match="sigma"):
         D(x, torch.ones(2))

@@ -60,8 +60,8 @@ def test_latents_are_normalised_posterior_means_and_decode_to_clip_shape(cache):
     flat = train.transpose(0, 1).reshape(4, -1)                     # robust per-channel standardisation
     med = flat.median(dim=1).values
     torch.testing.assert_close(med, torch.zeros(4), atol=1e-5, rtol=0)
-    torch.testing.assert_close((flat - med[:, None]).abs().median(dim=1).values * 1.4826, torch.ones(4), atol=1e-4,
-                               rtol=0)
+    torch.testing.assert_close((flat - med[:, None]).abs().median(dim=1).values * 1.4826, torch.full((4,), 0.5),
+                               atol=1e-4, rtol=0)                   # robust std = sigma_data (A.1, EDM2)
     tensors, _ = load_latent_split(cache["out"], "test")
     assert tensors["latents"].shape == (2, 4, meta["latent_frames"]) and tensors["latents"].dtype == torch.float32
     wave = torch.stack([torch.from_numpy(load_audio(cache["root"] / "corpus" / r["path"])[0])
@@ -143,12 +143,61 @@ def test_cache_without_posterior_std(cache, tmp_path):
         LatentDataset(out, "test", sample_posterior=True)
 
 
+class ProjectionVAE(torch.nn.Module):
+    """A VAE stand-in: each latent frame is a fixed random projection of its `hop` samples, with channel offsets."""
+    hop_length, sample_rate, latent_dim, latent_scale = 8, SR, 3, 1.0
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("proj", torch.randn(3, 8, generator=g) * torch.tensor([[0.1], [2.0], [30.0]]))
+        self.register_buffer("offset", torch.tensor([5.0, -1.0, 0.0]))
+
+    def encode(self, wav):
+        frames = wav.reshape(wav.shape[0], -1, 8)                              # [B, T', hop]
+        mean = torch.einsum("ch,bth->bct", self.proj, frames) + self.offset[:, None]
+        return mean, torch.full_like(mean, -4.0)
+
+    def decode(self, z):
+        return torch.einsum("ch,bct->bth", torch.linalg.pinv(self.proj).T, z - self.offset[:, None]).reshape(
+            z.shape[0], 1, -1)
+
+
+def test_cached_latents_sit_at_sigma_data_and_decode_exactly(tmp_path):
+    """Every channel of the train split has std 0.5 (+-10%) = sigma_data, whatever the VAE's channel scales."""
+    rng, rows = np.random.default_rng(1), []
+    for i, sp in enumerate(["train"] * 4 + ["test"]):
+        save_audio(tmp_path / "audio" / f"{i}.wav", (0.1 * rng.standard_normal(8 * CLIP)).astype(np.float32), SR)
+        rows.append({"path": f"audio/{i}.wav", "piece_id": f"p{i}", "split": sp, "caption": "piano", "bpm": 90.0,
+                     "key": "C major", "instruments": "piano", "duration_s": 8 * CLIP / SR, "sample_rate": SR,
+                     "source": "test", "license": "CC0"})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    vae, te = ProjectionVAE(), get_text_encoder()
+    out = build_latent_cache(tmp_path / "manifest.csv", vae, te, tmp_path / "lat", splits=("train", "test"))
+    meta, train = read_meta(out), load_latent_split(out, "train")[0]["latents"]
+    std = train.transpose(0, 1).reshape(3, -1).std(1)
+    assert ((std - 0.5).abs() < 0.05).all(), std                     # channel scales 0.1, 2, 30 all -> 0.5
+    assert meta["target_std"] == 0.5 and meta["channel_std_train"] == pytest.approx(std.tolist(), rel=1e-5)
+    norm = LatentNorm.from_dict(meta["latent_norm"])
+    codec = LatentCodec(vae, norm)
+    wave = torch.from_numpy(load_audio(tmp_path / "audio" / "4.wav")[0])[None]
+    with torch.no_grad():
+        x = load_latent_split(out, "test")[0]["latents"]
+        torch.testing.assert_close(codec.encode(wave)[0], x, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm.denormalize(x), vae.encode(wave)[0], rtol=1e-4, atol=1e-4)   # exact inverse
+        torch.testing.assert_close(codec.decode(x), vae.decode(vae.encode(wave)[0]), rtol=1e-4, atol=1e-5)
+    unit = build_latent_cache(tmp_path / "manifest.csv", vae, te, tmp_path / "lat1", splits=("train",), target_std=1.0)
+    torch.testing.assert_close(load_latent_split(unit, "train")[0]["latents"], 2 * train, rtol=1e-4, atol=1e-5)
+
+
 def test_latent_norm_is_robust_to_shared_edge_frames():
     g = torch.Generator().manual_seed(0)
     z = 3.0 + 0.2 * torch.randn(500, 2, 100, generator=g)        # music: offset 3, spread 0.2
     z[:, :, :2] += 40.0                                           # padding artefact on the first frames
-    norm = LatentNorm.fit(z, scale=1.0)
+    norm = LatentNorm.fit(z, scale=1.0, target_std=1.0)
     assert norm.mean == pytest.approx([3.0, 3.0], abs=0.01) and norm.std == pytest.approx([0.2, 0.2], rel=0.03)
+    half = LatentNorm.fit(z, scale=1.0)                           # default: robust std 0.5 = sigma_data
+    assert half.std == pytest.approx([0.4, 0.4], rel=0.03)
     torch.testing.assert_close(norm.denormalize(norm.normalize(z)), z, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         LatentNorm(1.0, [0.0] * 3, [1.0] * 3).normalize(z)

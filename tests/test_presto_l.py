@@ -7,10 +7,10 @@ import torch
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.sampling import cfgpp_denoiser, sample_dpmpp_2s
 from presto_lib.diffusion.score_model import build_score_model
-from presto_lib.distill.layer_drop import (D3_SCHEDULE, PRESTO_LS_SCHEDULE, DropSchedule, hidden_variance,
-                                           inference_quantile, scale_schedule)
-from presto_lib.distill.presto_l import (LayerDropModel, PrestoLStep, load_layer_drop_model, presto_l_loss,
-                                         save_layer_drop_model, variant_config, with_schedule)
+from presto_lib.distill.layer_drop import (D3_SCHEDULE, PRESTO_LS_SCHEDULE, DropSchedule, bucket_shares,
+                                           finetune_sigma, hidden_variance, inference_quantile, scale_schedule)
+from presto_lib.distill.presto_l import (LayerDropModel, PrestoLConfig, PrestoLStep, load_layer_drop_model,
+                                         presto_l_loss, save_layer_drop_model, variant_config, with_schedule)
 
 torch.set_num_threads(1)
 C, D_TEXT, DEPTH = 4, 8, 7          # D3 scaled to 7 blocks: [4, 3, 2, 1, 0]
@@ -81,6 +81,51 @@ def test_buckets_are_quintiles_of_the_inference_distribution():
     assert sch.n_drop(torch.tensor([1e4, 80.0, 1.0, 0.002, 1e-6])).tolist() == [14, 14, 8, 0, 0]
     b = sch.boundaries()
     assert (b.diff() < 0).all() and math.isclose(float(b[0]), 24.42, rel_tol=1e-3)   # sigma(u=0.2) of eq. 9
+
+
+class BudgetRecorder(torch.nn.Module):
+    """A stand-in LayerDropModel that records the budgets presto_l_loss asks for (x0_hat = x, h = 0)."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule, self.n_drop = schedule, []
+
+    def forward(self, x, sigma, cond, n_drop=None, return_hidden=False):
+        if torch.is_grad_enabled():
+            self.n_drop.append(torch.as_tensor(n_drop).clone())
+        return x, x.new_zeros(x.shape[0], 1, 2)
+
+
+@pytest.mark.parametrize("dist", [None, "inf", "stratified", "mix"])
+def test_finetune_noise_gives_every_dropping_bucket_its_share(dist):
+    """Each quintile's budget is used for 1/5 of the sampler's steps, so each gets >= 10% of the fine-tune samples."""
+    cfg = PrestoLConfig() if dist is None else PrestoLConfig(sigma_dist=dist)     # None: the default
+    sched = cfg.drop_schedule(DEPTH)                                              # drops [4, 3, 2, 1, 0]
+    rec = BudgetRecorder(sched)
+    torch.manual_seed(0)
+    for _ in range(100):                  # the loss's own draw, through its own budget look-up
+        presto_l_loss(rec, torch.zeros(20, C, 4), None, cfg)
+    n_drop = torch.cat(rec.n_drop)
+    share = torch.stack([(n_drop == n).double().mean() for n in sched.drops])
+    assert share.min() >= 0.10, f"{cfg.sigma_dist}: bucket shares {share.tolist()}"
+    if cfg.sigma_dist in ("inf", "stratified"):
+        torch.testing.assert_close(share, torch.full((5,), 0.2, dtype=torch.float64), atol=0.03, rtol=0)
+
+
+def test_lognormal_finetune_noise_starves_the_high_noise_buckets():
+    """The old choice stays selectable; it gives the 14- and 12-drop quintiles ~0% and ~1.5% (issue: never tuned)."""
+    sched = DropSchedule.build("d3", DEPTH)
+    share = bucket_shares(sched, finetune_sigma("train", 200_000, generator=torch.Generator().manual_seed(0)))
+    p = torch.distributions.Normal(edm.P_MEAN, edm.P_STD).cdf(sched.boundaries().log().float()).double()
+    want = torch.cat([1 - p[:1], p[:-1] - p[1:], p[-1:]])       # analytic (boundaries decrease), highest noise first
+    torch.testing.assert_close(share, want, atol=3e-3, rtol=0)
+    assert share[0] < 0.001 and share[1] < 0.02
+    strat = finetune_sigma("stratified", 10, generator=torch.Generator().manual_seed(1))
+    assert bucket_shares(sched, strat).tolist() == [0.2] * 5                      # exactly 2 per bucket
+    with pytest.raises(ValueError):
+        finetune_sigma("uniform", 4)
+    with pytest.raises(ValueError):
+        PrestoLConfig(sigma_dist="uniform")
 
 
 def test_blocks_ase_from_the_back_presto_l_before_the_last():
@@ -165,6 +210,9 @@ def test_budget_modules_start_at_zero_but_learn():
     loss.backward()
     for lin in (model.net.budget_emb.embed.mlp[2], model.net.out_adaln.modulation[-1]):
         assert torch.count_nonzero(lin.weight) == 0 and lin.weight.grad.abs().sum() > 0
+    assert model.budget_embedding_norms() == [0.0] * 5
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert min(model.budget_embedding_norms()) > 0                      # every bucket's embedding has moved
 
 
 # ---- losses ----

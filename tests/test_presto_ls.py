@@ -10,10 +10,12 @@ from presto_lib.diffusion.edm import EDMPrecond
 from presto_lib.diffusion.score_model import build_score_model
 from presto_lib.distill.layer_drop import PRESTO_LS_SCHEDULE, inference_quantile, scale_schedule
 from presto_lib.distill.presto_l import LayerDropModel, variant_config
-from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, build_setup, dit_of,
+from presto_lib.distill.presto_ls import (FIG8_METRICS, SETUPS, LayerDropScore, LayerLosses, build_setup, dit_of,
                                           fig8_curves, fig8_summary, reduced_layer_config)
-from presto_lib.distill.presto_s import PrestoSConfig
+from presto_lib.distill.discriminator import make_head
 from presto_lib.distill.generator import PrestoSStep
+from presto_lib.distill.presto_l import presto_l_loss
+from presto_lib.distill.presto_s import FakeScore, PrestoSConfig, load_fake_score, optimizer_update, save_fake_score
 from presto_lib.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -41,9 +43,20 @@ def presto_l_model(seed=1):
     return m.eval()
 
 
+def presto_s_fake(seed=3):
+    """A stand-in for a Presto-S run's psi: a trained fake score model and discriminator head."""
+    torch.manual_seed(seed)
+    head = make_head("presto", HIDDEN, 16)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.1)
+    return FakeScore(score_model(seed), head)
+
+
 @pytest.fixture(scope="module")
 def sources():
-    return {"base": score_model(0), "presto_l": presto_l_model(1), "presto_s": score_model(2)}
+    return {"base": score_model(0), "presto_l": presto_l_model(1), "presto_s": score_model(2),
+            "presto_s_fake": presto_s_fake(3)}
 
 
 def batch(B=3, T=8, L=5, seed=1):
@@ -85,8 +98,9 @@ def runs(model, sigma):
 
 def build(name, sources, **kw):
     torch.manual_seed(0)                 # the discriminator head's init
+    kw.setdefault("s_cfg", PrestoSConfig(fake_updates=2))
     return build_setup(name, sources["base"], presto_l=sources["presto_l"], presto_s=sources["presto_s"],
-                       s_cfg=PrestoSConfig(fake_updates=2), **kw)
+                       presto_s_fake=sources["presto_s_fake"], **kw)
 
 
 # ---- Presto-LS: full-capacity score models, reduced-schedule generator ----
@@ -130,9 +144,18 @@ def test_ls_lfake_differs_only_in_the_score_models(sources):
 
 
 @pytest.mark.parametrize("name, start", [("step_then_layer", "presto_s"), ("step_and_layer", "base")])
-def test_layer_learning_setups_differ_only_in_the_generator_start(sources, name, start):
+def test_layer_learning_setups_differ_in_the_generator_start_and_losses(sources, name, start):
     ls, alt = build("presto_ls", sources), build(name, sources)
-    assert same_weights(alt.real, ls.real) and same_weights(alt.fake.score, ls.fake.score)   # full capacity
+    assert same_weights(alt.real, ls.real)                                                   # full capacity
+    if name == "step_and_layer":
+        assert same_weights(alt.fake.score, ls.fake.score)
+    else:   # A.4 "continue distillation": psi = (mu_psi, D_psi) carries on from the Presto-S run
+        assert same_weights(alt.fake, sources["presto_s_fake"]) and not same_weights(alt.fake.score, ls.fake.score)
+        assert not {id(p) for p in alt.fake.parameters()} & {id(p) for p in sources["presto_s_fake"].parameters()}
+        restart = build(name, sources, fake="scores")                                  # the earlier variant
+        assert same_weights(restart.fake.score, ls.fake.score) and restart.generator_extra is not None
+    assert isinstance(alt.generator_extra, LayerLosses) and ls.generator_extra is None
+    assert build(name, sources, layer_losses=False).generator_extra is None
     G = alt.G
     assert isinstance(G, LayerDropModel) and G.schedule == ls.G.schedule                    # reduced schedule
     assert same_dit(G, sources[start]) and not same_dit(G, sources["presto_l"])
@@ -147,11 +170,21 @@ def test_presto_s_setup_has_no_layer_dropping(sources):
     assert same_weights(ps.fake.score, sources["base"]) and same_weights(ps.real, sources["base"])
 
 
+def test_step_then_layer_continues_a_saved_presto_s_psi(tmp_path, sources):
+    save_fake_score(tmp_path / "fake", sources["presto_s_fake"], {"run": "ls_ittt"})
+    fake, cfg = load_fake_score(tmp_path / "fake")
+    assert same_weights(fake, sources["presto_s_fake"]) and cfg["head"] == {"kind": "presto", "channels": 16,
+                                                                            "n_down": 2} and cfg["run"] == "ls_ittt"
+    ps = build_setup("step_then_layer", sources["base"], presto_s=sources["presto_s"], presto_s_fake=fake)
+    assert same_weights(ps.fake, sources["presto_s_fake"])
+
+
 def test_setups_table_matches_appendix_a4():
-    assert {k: (s.generator, s.drop, s.scores) for k, s in SETUPS.items()} == {
-        "presto_s": ("base", False, "base"), "presto_ls": ("presto_l", True, "base"),
-        "ls_lfake": ("presto_l", True, "presto_l"), "step_then_layer": ("presto_s", True, "base"),
-        "step_and_layer": ("base", True, "base")}
+    assert {k: (s.generator, s.drop, s.scores, s.fake, s.layer_losses) for k, s in SETUPS.items()} == {
+        "presto_s": ("base", False, "base", "scores", False), "presto_ls": ("presto_l", True, "base", "scores", False),
+        "ls_lfake": ("presto_l", True, "presto_l", "scores", False),
+        "step_then_layer": ("presto_s", True, "base", "presto_s", True),
+        "step_and_layer": ("base", True, "base", "scores", True)}
 
 
 def test_missing_or_unknown_inputs_are_clear_errors(sources):
@@ -163,6 +196,46 @@ def test_missing_or_unknown_inputs_are_clear_errors(sources):
         build_setup("layer_then_step", sources["base"])
     with pytest.raises(ValueError, match="LayerDropModel"):
         build_setup("presto_ls", sources["base"], presto_l=sources["base"])
+    with pytest.raises(ValueError, match="presto_s_fake"):
+        build_setup("step_then_layer", sources["base"], presto_s=sources["presto_s"])
+
+
+# ---- A.4's layer losses: behaviour ----
+
+def test_generator_turn_adds_weighted_presto_l_losses_to_algorithm_1(sources):
+    """loss_generator = L_DMD + nu1 L_GAN + layer_weight (L_DSM + L_st), the last on the generator's own forward."""
+    x, cond = batch(B=4)
+    for w in (0.0, 2.5):
+        ps = build("step_and_layer", sources, layer_weight=w)
+        torch.manual_seed(0)
+        logs = ps.step(x, cond, ps.cfg.fake_updates, lambda loss, name: None)        # a generator turn
+        want = logs["loss_dmd"] + ps.cfg.nu1 * logs["loss_gan_g"] + w * logs["layer_loss"]
+        assert logs["generator_turn"] == 1.0 and math.isclose(logs["loss_generator"], want, rel_tol=1e-5)
+        assert logs["layer_dsm"] > 0 and logs["layer_st"] >= 0 and logs["layer_dropped"] >= 0
+
+
+def test_layer_losses_teach_the_generator_its_dropped_budgets(sources):
+    """Joint step-and-layer: with Presto-L's losses the generator's layer-dropped DSM falls; Algorithm 1 alone
+    (the earlier variant) does not train it. Measured on held-out clips at the 3- and 2-drop budgets."""
+    g = torch.Generator().manual_seed(7)
+    x_eval, cond_eval = batch(B=6, seed=5)
+    sigma = torch.tensor([float(inference_quantile(u)) for u in (0.05, 0.1, 0.15, 0.25, 0.3, 0.35)])
+    noise = torch.randn(x_eval.shape, generator=g)
+    x_train, cond_train = batch(B=4, seed=1)
+    l_cfg = reduced_layer_config(variant_config("presto_l"))
+    scores = {}
+    for on in (True, False):
+        ps = build("step_and_layer", sources, layer_losses=on, layer_weight=4.0, l_cfg=l_cfg,
+                   s_cfg=PrestoSConfig(fake_updates=1, nu1=1e-3))
+        opts = {k: torch.optim.Adam(m.parameters(), lr=2e-3) for k, m in ps.modules().items()}
+        dsm = lambda: float(presto_l_loss(ps.G, x_eval, cond_eval, l_cfg, sigma=sigma, noise=noise)[1]["dsm"])
+        torch.manual_seed(0)
+        start = dsm()
+        for it in range(24):                                                    # 12 generator updates
+            ps.step(x_train, cond_train, it, optimizer_update(opts))
+        scores[on] = (start, dsm())
+    (s0, with_l), (_, without) = scores[True], scores[False]
+    assert with_l < 0.95 * s0 and with_l < 0.7 * without, scores
 
 
 # ---- the layer-dropped fake score model's features ----

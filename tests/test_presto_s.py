@@ -6,9 +6,11 @@ import torch
 
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.score_model import null_like
-from presto_lib.distill.discriminator import DiscriminatorHead, discriminator_gan_loss, generator_gan_loss
-from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, optimizer_update,
-                                         pingpong_sigmas, sample_generator, snap_sigmas)
+from presto_lib.distill.discriminator import (DiscriminatorHead, DMD2Head, discriminator_gan_loss, generator_gan_loss,
+                                              make_head, real_accuracy)
+from presto_lib.distill.optim import PlayerOptimConfig, build_optimizers, loop_steps
+from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, discrete_runs, native_budget,
+                                         optimizer_update, pingpong_sigmas, sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
 
@@ -137,6 +139,85 @@ def test_teacher_uses_plain_cfg_with_the_null_condition():
     assert not null["text_mask"].any() and (null["bpm"] <= 0).all() and not null["text"].any()
 
 
+# ---- Algorithm 1's labels and noise plumbing, against oracles ----------------------------------------
+
+class OracleFake(FakeScore):
+    """psi whose logits are the mean of its input (so real ~ +3, generated ~ -3) and that records every call."""
+
+    def __init__(self):
+        super().__init__(make_toy_model(8, 1), DiscriminatorHead(8, n_down=0))
+        self.calls = []
+
+    def forward(self, x, sigma, cond=None, with_logits=False):
+        self.calls.append((sigma.detach().clone(), with_logits))
+        x0 = x * 0.5
+        return (x0, x.float().mean((1, 2))[:, None]) if with_logits else x0
+
+
+class RecordingG(torch.nn.Module):
+    """A generator that records its input noise levels and returns a constant -3 (with a gradient path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.sigmas = torch.nn.Parameter(torch.zeros(())), []
+
+    def forward(self, x, sigma, cond=None):
+        self.sigmas.append(sigma.detach().clone())
+        return torch.full_like(x, -3.0) + self.w
+
+
+@pytest.mark.parametrize("gan", ["ls", "ns"])
+def test_discriminator_calls_real_real_and_generated_fake(gan):
+    """Line 18: D(x_real) -> 1 and D(x_gen) -> 0. With logits +3 (real) and -3 (generated) the loss is analytic."""
+    torch.manual_seed(0)
+    fake = OracleFake()
+    ps = PrestoS(RecordingG(), fake, lambda x, s, c: x, PrestoSConfig(gan_loss=gan, p_gan="train", nu2=1.0))
+    x_real, x_gen = torch.full((16, 2, 256), 3.0), torch.full((16, 2, 256), -3.0)
+    _, logs = ps.fake_loss(x_real, None, x_gen)
+    r, f = torch.full((16, 1), 3.0), torch.full((16, 1), -3.0)
+    want = float(discriminator_gan_loss(r, f, gan))      # LS: 9 + 4 = 13 (swapped labels: 16 + 9 = 25)
+    assert math.isclose(logs["loss_gan_d"], want, rel_tol=0.05), (logs["loss_gan_d"], want)
+    assert logs["d_real_acc"] == 1.0
+    _, glogs = ps.generator_loss(x_gen, None)             # line 10: the generator wants D(x_gen) -> real
+    assert math.isclose(glogs["loss_gan_g"], float(generator_gan_loss(f, gan)), rel_tol=0.05)
+
+
+def _ks(kind, sigma, cfg):
+    """KS p-value of noise levels against p(sigma^train) (log-normal) or p(sigma^inf) (eq. 9, u ~ U[0, 1])."""
+    from scipy.stats import kstest
+    s = sigma.double()
+    if kind == "train":
+        return kstest(s.log().numpy(), "norm", args=(cfg.p_mean, cfg.p_std)).pvalue
+    hi, lo = cfg.sigma_max ** (1 / cfg.rho), cfg.sigma_min ** (1 / cfg.rho)
+    return kstest(((s ** (1 / cfg.rho) - hi) / (lo - hi)).numpy(), "uniform").pvalue
+
+
+@pytest.mark.parametrize("dists", [("inf", "train", "inf", "train"), ("train", "inf", "train", "inf")])
+def test_each_noise_site_draws_from_its_own_distribution(dists):
+    """Lines 1, 5, 13 and 8/16 draw from p_gen, p_DMD, p_DSM and p_GAN respectively (sec. 3.2.2)."""
+    cfg = PrestoSConfig(**dict(zip(("p_gen", "p_dmd", "p_dsm", "p_gan"), dists)), dmd_normalize=False)
+    torch.manual_seed(0)
+    G, fake = RecordingG(), OracleFake()
+    ps = PrestoS(G, fake, lambda x, s, c: x, cfg)
+    x_real, B = torch.randn(100, 2, 4), 100
+    for it in range(12):                                  # turns 5 and 11 are the generator's
+        ps.step(x_real, None, it, lambda loss, name: None)
+    sites = {"line 1": [torch.cat(G.sigmas)], "line 5": [], "line 13": [], "line 8": [], "line 16": []}
+    for sigma, logits in fake.calls:
+        if not logits:
+            sites["line 5"].append(sigma)                # generator turn, mu_psi only
+        elif len(sigma) == B:
+            sites["line 8"].append(sigma)                # generator turn, D_psi
+        else:
+            sites["line 13"].append(sigma[:B])           # fake turn: one forward over lines 13 and 16
+            sites["line 16"].append(sigma[B:])
+    want = dict(zip(("line 1", "line 5", "line 13", "line 8"), dists), **{"line 16": dists[3]})
+    for site, kind in want.items():
+        s = torch.cat(sites[site])
+        other = "inf" if kind == "train" else "train"
+        assert len(s) >= 200 and _ks(kind, s, cfg) > 1e-3 and _ks(other, s, cfg) < 1e-6, site
+
+
 # ---- noise levels and sampling -------------------------------------------------------------------
 
 def test_generator_inputs_continuous_or_discrete():
@@ -147,6 +228,24 @@ def test_generator_inputs_continuous_or_discrete():
     s = ps.gen_sigma(4000, torch.device("cpu"))
     levels = pingpong_sigmas(4)[:-1]
     assert set(torch.unique(s).tolist()) == set(levels.tolist())
+
+
+def test_one_discrete_model_per_step_budget_samples_on_its_own_levels():
+    """Sec. 4.2's k-step discrete model is trained on the k levels its k-step schedule then visits, unsnapped."""
+    runs = discrete_runs((1, 2, 4))
+    assert runs == {"discrete_1": {"discrete_levels": 1}, "discrete_2": {"discrete_levels": 2},
+                    "discrete_4": {"discrete_levels": 4}}
+    for name, over in runs.items():
+        k = over["discrete_levels"]
+        cfg = PrestoSConfig(**over)
+        seen = []
+        G = lambda x, s, c: (seen.append(float(s[0])), torch.zeros_like(x))[1]
+        sample_generator(G, torch.randn(1, 2, 3), None, k, cfg)
+        trained = set(_players(cfg).gen_sigma(500, torch.device("cpu")).tolist())
+        assert native_budget(cfg, k) and seen == pingpong_sigmas(k)[:-1].tolist() and set(seen) == trained
+    assert not native_budget(PrestoSConfig(discrete_levels=4), 2) and native_budget(PrestoSConfig(), 2)
+    with pytest.raises(ValueError):
+        discrete_runs((0,))
 
 
 def test_pingpong_schedule_and_snapping():
@@ -177,6 +276,64 @@ def test_head_partially_downsamples_over_latent_time():
     assert head(torch.randn(3, 1, 32)).shape == (3, 1)
     with pytest.raises(ValueError):
         head(torch.randn(3, 40, 16))
+
+
+def test_dmd2_head_downsamples_into_a_single_logit():
+    """DMD2's head pools the whole clip into one logit; Presto-S's keeps one per 4 latent frames (sec. 3.2.3)."""
+    torch.manual_seed(0)
+    presto, dmd2 = make_head("presto", 32), make_head("dmd2", 32)
+    assert isinstance(presto, DiscriminatorHead) and isinstance(dmd2, DMD2Head)
+    x = torch.randn(3, 40, 32)
+    assert presto(x).shape == (3, 10) and dmd2(x).shape == (3, 1) and dmd2(x[:, :1]).shape == (3, 1)
+    assert dmd2(torch.randn(3, 200, 32)).shape == (3, 1)       # one logit whatever the clip length
+    with pytest.raises(ValueError):
+        make_head("patch", 32)
+    with pytest.raises(ValueError):
+        dmd2(torch.randn(3, 40, 16))
+    with pytest.raises(ValueError):
+        PrestoSConfig(disc_head="patch")
+
+
+@pytest.mark.parametrize("kind", ["presto", "dmd2"])
+@pytest.mark.parametrize("loss", ["ls", "ns"])
+def test_both_heads_learn_real_from_fake_under_both_losses(kind, loss):
+    """Line 18 / eq. 7 drive either head to call real features real and fake ones fake; line 10 then rises."""
+    torch.manual_seed(0)
+    head = make_head(kind, 16, n_down=1)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    pattern = torch.cat([torch.ones(8), -torch.ones(8)])          # a channel pattern GroupNorm cannot remove
+    real, fake = torch.randn(8, 12, 16) + pattern, torch.randn(8, 12, 16) - pattern
+    first = float(discriminator_gan_loss(head(real), head(fake), loss).detach())
+    for _ in range(80):
+        opt.zero_grad()
+        discriminator_gan_loss(head(real), head(fake), loss).backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(discriminator_gan_loss(head(real), head(fake), loss)) < 0.5 * first
+        assert head(real).min() > head(fake).max() and real_accuracy(head(real), loss) == 1.0
+        assert float(generator_gan_loss(head(fake), loss)) > float(generator_gan_loss(head(real), loss))
+
+
+def test_player_optimisers_default_to_dmd2_and_iterations_map_to_loop_steps():
+    ps = _players()
+    opts = build_optimizers(ps)
+    for name, o in opts.items():                  # DMD2: AdamW (0.9, 0.999), weight decay 0.01, A.1's lr
+        g = o.param_groups[0]
+        assert type(o) is torch.optim.AdamW and g["betas"] == (0.9, 0.999) and g["weight_decay"] == 0.01
+        assert g["lr"] == 5e-7
+        assert {id(p) for p in g["params"]} == {id(p) for p in ps.modules()[name].parameters()}
+    gan = build_optimizers(ps, PlayerOptimConfig.from_dict({"preset": "gan", "lr_generator": 1e-5, "lr_fake": 1e-4}))
+    assert type(gan["fake"]) is torch.optim.Adam and gan["fake"].param_groups[0]["betas"] == (0.0, 0.99)
+    assert gan["generator"].param_groups[0]["lr"] == 1e-5 and gan["fake"].param_groups[0]["lr"] == 1e-4
+    # 32K DMD2 iterations = 32K fake + 6.4K generator updates = 38.4K of our one-player-per-step loop steps
+    n = loop_steps(32_000)
+    turns = torch.tensor([ps.is_generator_turn(i) for i in range(n)])
+    assert n == 38_400 and int(turns.sum()) == 6_400 and int((~turns).sum()) == 32_000
+    assert loop_steps(32_000, counting="generator") == 192_000
+    with pytest.raises(ValueError):
+        PlayerOptimConfig(betas=(0.9, 1.0))
+    with pytest.raises(ValueError):
+        PlayerOptimConfig.from_dict({"momentum": 0.9})
 
 
 def test_gan_losses():

@@ -165,7 +165,8 @@ def test_cfg_is_one_batched_call_and_pads_tokens():
     assert b == 4 and shape == (4, 5, 4) and mask[:2].all() and not mask[2:].any()
     den = cfgpp_denoiser(model, cond, uncond, 0.5)(x, torch.ones(2))
     assert isinstance(den, Guided)
-    torch.testing.assert_close(den.denoised, torch.full_like(x, 1.0)) and torch.testing.assert_close(den.renoise, 0 * x)
+    torch.testing.assert_close(den.denoised, torch.full_like(x, 1.0))      # 0 + 0.5 * (2 - 0)
+    torch.testing.assert_close(den.renoise, 0 * x)                       # the unconditional prediction
 
 
 def test_bad_input():

@@ -146,7 +146,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
             batch = {"x": batch["x"] * float("nan")}
         return gan_step(ctx, batch, step)
     good = run(tmp_path / "good", max_steps=3)
-    with pytest.raises(NonFiniteLossError, match="step 5.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"step 5.*newest complete checkpoint \(step 3, checksums verified\)"):
         run(tmp_path / "bad", step_fn=poisoned, max_steps=10)
     st = ckpt.read_training_state(ckpt.latest_training_state(tmp_path / "bad" / "checkpoints"))
     assert st["step"] == 3
@@ -156,7 +156,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_nan_metric_without_backward_is_caught(tmp_path):
-    with pytest.raises(NonFiniteLossError, match="kl"):
+    with pytest.raises(NonFiniteLossError, match="kl.*before any complete checkpoint was written"):
         run(tmp_path, step_fn=lambda c, b, s: {"kl": float("inf")})
 
 

@@ -36,19 +36,20 @@ def read_manifest(manifest: str | os.PathLike, split: str | None = None):
 class ClipDataset:
     """Clips of one split: item = {"wave": Tensor[1, T], "caption": str, "bpm": float, "piece_id": str}.
 
-    `sample_rate` resamples on load (default: the file's rate); `clip_samples` crops/pads to a fixed length,
+    `sample_rate` resamples on load (default: the file's rate); `mono=False` keeps the file's channels ([C, T], the
+    stereo renders the mono-to-stereo model trains on); `clip_samples` crops/pads to a fixed length,
     from a random offset when `random_crop` (seeded per item and epoch via `set_epoch`), else from the start.
     """
 
     def __init__(self, manifest: str | os.PathLike, split: str | None = "train", sample_rate: int | None = None,
-                 clip_samples: int | None = None, random_crop: bool = False, seed: int = 0):
+                 clip_samples: int | None = None, random_crop: bool = False, seed: int = 0, mono: bool = True):
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
         self.df = read_manifest(self.manifest, split)
         if len(self.df) == 0:
             raise ValueError(f"manifest {self.manifest} has no clips in split {split!r}")
         self.split, self.sample_rate, self.clip_samples = split, sample_rate, clip_samples
-        self.random_crop, self.seed, self.epoch = random_crop, seed, 0
+        self.random_crop, self.seed, self.epoch, self.mono = random_crop, seed, 0, bool(mono)
 
     def __len__(self) -> int:
         return len(self.df)
@@ -68,7 +69,7 @@ class ClipDataset:
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} clips")
         row = self.df.iloc[i]
-        wav, _ = load_audio(self.root / row["path"], sample_rate=self.sample_rate, mono=True)
+        wav, _ = load_audio(self.root / row["path"], sample_rate=self.sample_rate, mono=self.mono)
         if self.clip_samples:
             offset = 0
             if self.random_crop and wav.shape[1] > self.clip_samples:

@@ -15,6 +15,11 @@ latents, every channel is standardised with the train split's statistics, x = (s
 robust ones (median, MAD) so that the edge frames do not set the scale (`LatentNorm`); `LatentCodec` wraps the
 VAE so that encode/decode speak these units. `LatentDataset` reads one split back.
 
+Target scale: EDM2 scales its latents to std 0.5 = sigma_data (A.1: sigma_data = 0.5, following Karras et al.
+2024), so that c_in, c_skip, P_mean and the quintile edges see data at the scale they were designed for. Each
+channel's robust std therefore becomes `target_std` (default 0.5; caches built before it used 1.0, which put
+the data at twice sigma_data). meta.json records `target_std` and the plain per-channel std of the train split.
+
 The `latents` DVC stage (`python -m presto_lib.stages.latents`) builds the cache with `build_latent_cache`.
 """
 from __future__ import annotations
@@ -77,23 +82,27 @@ class LatentNorm:
 
     scale: float = 1.0                  # the VAE's stored latent scale
     mean: list[float] | None = None     # per channel location (median), in scaled units (None = 0)
-    std: list[float] | None = None      # per channel scale (1.4826 MAD), in scaled units (None = 1)
+    std: list[float] | None = None      # per channel divisor: 1.4826 MAD / target_std, in scaled units (None = 1)
 
     @classmethod
-    def fit(cls, z_scaled: Tensor, scale: float, max_values: int = 2_000_000) -> "LatentNorm":
-        """Robust channel statistics of scaled latents [N, C, T]: median and 1.4826 x median absolute deviation.
+    def fit(cls, z_scaled: Tensor, scale: float, max_values: int = 2_000_000,
+            target_std: float = 0.5) -> "LatentNorm":
+        """Robust channel statistics of scaled latents [N, C, T]: median, and 1.4826 x median absolute deviation
+        divided by `target_std`, so each normalised channel has robust std `target_std` (0.5 = sigma_data, EDM2).
 
         Robust because the VAE's zero padding makes the first and last few frames of every clip an outlier shared
         by all clips; with mean/std those frames would set the scale and squash the music into a small residual.
         At most `max_values` values per channel are used (every k-th clip).
         """
+        if not target_std > 0:
+            raise ValueError(f"target_std must be > 0, got {target_std}")
         if z_scaled.ndim != 3:
             raise ValueError(f"expected latents [N, C, T], got {tuple(z_scaled.shape)}")
         N, C, T = z_scaled.shape
         z = z_scaled[:: max(1, N * T // max_values)].transpose(0, 1).reshape(C, -1).double()
         med = z.median(dim=1).values
         mad = (z - med[:, None]).abs().median(dim=1).values * 1.4826     # = std for a Gaussian
-        return cls(float(scale), med.tolist(), mad.clamp_min(1e-6).tolist())
+        return cls(float(scale), med.tolist(), (mad.clamp_min(1e-6) / target_std).tolist())
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         C = x.shape[1]
@@ -231,12 +240,13 @@ def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size
 
 def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
                        splits: Iterable[str] = SPLITS, batch_size: int = 8, text_length: int | None = None,
-                       store_std: bool = True, fit_norm: LatentNorm | None = None,
+                       store_std: bool = True, fit_norm: LatentNorm | None = None, target_std: float = 0.5,
                        device: str | torch.device = "cpu") -> Path:
     """Encode every clip of `splits` once (normalised VAE posterior, text embeddings, masks, BPM); returns out_dir.
 
     The normalisation is fitted on the train split (the first split when there is none) unless `fit_norm` is
-    given. `store_std=False` leaves out the posterior std (half the size; needed only to sample the posterior).
+    given; it scales every channel to robust std `target_std` (0.5 = sigma_data, A.1). `store_std=False` leaves
+    out the posterior std (half the size; needed only to sample the posterior).
     """
     manifest, out = Path(manifest), Path(out_dir)
     if not manifest.is_file():
@@ -251,7 +261,7 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
         raise ValueError(f"clips of different lengths {sorted(clip)} in {manifest}; the cache needs one length")
     # per-channel statistics of the (scaled) train latents normalise every split (EDM2-style)
     scaled_train = scale * enc["train" if "train" in enc else next(iter(enc))][0]["latents"]
-    norm = LatentNorm.fit(scaled_train, scale) if fit_norm is None else fit_norm
+    norm = LatentNorm.fit(scaled_train, scale, target_std=target_std) if fit_norm is None else fit_norm
     for tensors, _ in enc.values():
         tensors["latents"] = norm.normalize(tensors["latents"])
         tensors["latents_std"] = norm.normalize_std(tensors["latents_std"])
@@ -273,7 +283,9 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
             "latent_dim": int(train.shape[1]), "latent_frames": int(train.shape[2]), "text_dim": int(emb.shape[-1]),
             "text_length": int(L), "text_encoder": str(getattr(text_encoder, "name", type(text_encoder).__name__)),
             "splits": counts, "scaled_mean_train": float(scaled_train.mean()),
-            "scaled_std_train": float(scaled_train.std())}
+            "scaled_std_train": float(scaled_train.std()),
+            "target_std": float(target_std) if fit_norm is None else None,
+            "channel_std_train": train.transpose(0, 1).reshape(train.shape[1], -1).std(1).tolist()}
     _atomic_json(out / "meta.json", meta)
     return out
 

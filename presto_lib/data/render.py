@@ -5,6 +5,11 @@ own exact tempo and programs, separated by a silent gap) and rendered by one Flu
 soundfont loads once per piece instead of once per performance. Segment start times are known exactly, so
 the audio is cut back into performances afterwards.
 
+FluidSynth always renders in stereo; by default the two channels are averaged (mono corpus). `stereo=True`
+keeps both ([2, T]) for the mono-to-stereo model; `pan_spread` > 0 places each melodic part of a performance at
+its own pan position (MIDI CC 10, spread evenly over [-pan_spread, pan_spread]; drums stay centred), since a
+General MIDI file that sets no pan leaves every channel centred.
+
 Timing: FluidSynth starts notes on 64-sample blocks, so a single onset may be late by up to one block
 (1.5 ms at 44.1 kHz, 8 ms at 8 kHz) but never drifts: the tempo, hence the BPM label, is exact.
 """
@@ -20,7 +25,7 @@ import numpy as np
 
 from .arrange import Performance
 
-__all__ = ["find_soundfont", "find_fluidsynth", "write_midi", "render_midi", "render_performances"]
+__all__ = ["find_soundfont", "find_fluidsynth", "part_pans", "write_midi", "render_midi", "render_performances"]
 
 DEBIAN_SF2 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 TICKS_PER_BEAT = 960
@@ -54,10 +59,19 @@ def find_fluidsynth() -> str:
 # ---- MIDI writing ----
 
 
-def write_midi(performances: list[Performance], path: str | os.PathLike, gap_s: float = 2.0) -> list[float]:
+def part_pans(n_parts: int, spread: float) -> list[float]:
+    """Pan positions in [-spread, spread] for n melodic parts, evenly spread (one part: centre)."""
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"pan_spread must lie in [0, 1], got {spread}")
+    return [0.0] if n_parts == 1 else [float(p) for p in np.linspace(-spread, spread, n_parts)]
+
+
+def write_midi(performances: list[Performance], path: str | os.PathLike, gap_s: float = 2.0,
+               pan_spread: float = 0.0) -> list[float]:
     """Write performances as consecutive segments of one type-0 MIDI file; return each segment's start (s).
 
     MIDI tempo per segment is `round(60e6 / qpm)` microseconds per quarter note (relative error < 1e-6).
+    `pan_spread` > 0 adds a pan (CC 10) per melodic part; 0 writes no pan message (every channel centred).
     """
     import mido
 
@@ -69,6 +83,8 @@ def write_midi(performances: list[Performance], path: str | os.PathLike, gap_s: 
         events.append((t_tick, 0, mido.MetaMessage("set_tempo", tempo=us)))
         melodic = [c for c in range(16) if c != DRUM_CHANNEL]
         chan_of, end_ql = {}, 0.0
+        pans = part_pans(sum(not p.is_drum for p in perf.parts), pan_spread) if pan_spread > 0 else []
+        k_mel = 0
         for i, part in enumerate(perf.parts):
             if part.is_drum:
                 ch = DRUM_CHANNEL
@@ -77,6 +93,10 @@ def write_midi(performances: list[Performance], path: str | os.PathLike, gap_s: 
                 ch = melodic[i] if i < len(melodic) else chan_of.get(part.program, melodic[-1])
                 chan_of.setdefault(part.program, ch)
                 events.append((t_tick, 1, mido.Message("program_change", channel=ch, program=int(part.program or 0))))
+                if pans:
+                    cc = int(np.clip(round(64 + 63 * pans[k_mel]), 1, 127))
+                    events.append((t_tick, 1, mido.Message("control_change", channel=ch, control=10, value=cc)))
+                k_mel += 1
             for on, dur, pitch, vel in part.notes:
                 a = t_tick + int(round(on * TICKS_PER_BEAT))
                 b = max(a + 1, t_tick + int(round((on + dur) * TICKS_PER_BEAT)))
@@ -107,8 +127,8 @@ def write_midi(performances: list[Performance], path: str | os.PathLike, gap_s: 
 
 
 def render_midi(midi_path: str | os.PathLike, sample_rate: int, soundfont: str | os.PathLike | None = None,
-                gain: float = 0.5, timeout: float = 600.0) -> np.ndarray:
-    """Render a MIDI file with the fluidsynth CLI (float WAV, no clipping) -> mono float32 [T]."""
+                gain: float = 0.5, timeout: float = 600.0, stereo: bool = False) -> np.ndarray:
+    """Render a MIDI file with the fluidsynth CLI (float WAV, no clipping) -> mono float32 [T] (stereo: [2, T])."""
     from ..audio import load_audio
 
     sf2 = find_soundfont(soundfont)
@@ -120,22 +140,25 @@ def render_midi(midi_path: str | os.PathLike, sample_rate: int, soundfont: str |
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0 or not wav.is_file():
             raise RuntimeError(f"fluidsynth failed on {midi_path} (rc={r.returncode}): {r.stderr.strip()[-300:]}")
-        x, sr = load_audio(wav, mono=True)
+        x, sr = load_audio(wav, mono=not stereo)
     if sr != int(sample_rate):
         raise RuntimeError(f"fluidsynth wrote {sr} Hz, asked for {sample_rate} Hz")
-    return x[0]
+    if not stereo:
+        return x[0]
+    return np.concatenate([x, x]) if x.shape[0] == 1 else x[:2]
 
 
 def render_performances(performances: list[Performance], sample_rate: int, soundfont=None, gain: float = 0.5,
-                        gap_s: float = 2.0) -> list[tuple[np.ndarray, float]]:
-    """Render performances in one FluidSynth call -> [(audio from the segment start, start time s)]."""
+                        gap_s: float = 2.0, stereo: bool = False,
+                        pan_spread: float = 0.0) -> list[tuple[np.ndarray, float]]:
+    """Render performances in one FluidSynth call -> [(audio [T] (stereo: [2, T]) from the segment start, start s)]."""
     with tempfile.TemporaryDirectory(prefix="presto_mid_") as tmp:
         mid = Path(tmp) / "piece.mid"
-        starts = write_midi(performances, mid, gap_s=gap_s)
-        audio = render_midi(mid, sample_rate, soundfont, gain)
+        starts = write_midi(performances, mid, gap_s=gap_s, pan_spread=pan_spread)
+        audio = render_midi(mid, sample_rate, soundfont, gain, stereo=stereo)
     out = []
     for k, s in enumerate(starts):
         a = int(round(s * sample_rate))
-        b = int(round(starts[k + 1] * sample_rate)) if k + 1 < len(starts) else len(audio)
-        out.append((audio[a:b], s))
+        b = int(round(starts[k + 1] * sample_rate)) if k + 1 < len(starts) else audio.shape[-1]
+        out.append((audio[..., a:b], s))
     return out

@@ -77,14 +77,21 @@ class TextToMusic:
         from presto_lib.models.vae import load_vae
 
         model, cfg = load_score_model(score_dir, device)
-        missing = {"latent_frames", "sample_rate", "clip_samples"} - set(cfg)
+        te = text_encoder if text_encoder is not None else get_text_encoder(device=device)
+        return cls.from_model(model, cfg, load_vae(vae_dir, device), te, device=device, sampling=sampling,
+                              where=f"{score_dir}/config.json")
+
+    @classmethod
+    def from_model(cls, model: Any, cfg: dict[str, Any], vae: Any, text_encoder: Any, *,
+                   device: str | torch.device = "cpu", sampling: SamplingConfig | None = None,
+                   where: str = "the model config") -> "TextToMusic":
+        """A loaded model + its checkpoint config (latent/audio sizes, latent normalisation) + a loaded VAE."""
+        missing = {"dit", "latent_frames", "sample_rate", "clip_samples"} - set(cfg)
         if missing:
-            raise ValueError(f"{score_dir}/config.json lacks {sorted(missing)} (save it with those extras)")
-        vae = load_vae(vae_dir, device)
+            raise ValueError(f"{where} lacks {sorted(missing)} (save it with those extras)")
         if "latent_norm" in cfg:    # the cache's per-channel normalisation: decode through it (latent_scale 1)
             vae = LatentCodec(vae, LatentNorm.from_dict(cfg["latent_norm"]))
-        te = text_encoder if text_encoder is not None else get_text_encoder(device=device)
-        return cls(model, vae, te, latent_shape=(model.net.cfg.in_channels, cfg["latent_frames"]),
+        return cls(model, vae, text_encoder, latent_shape=(cfg["dit"]["in_channels"], cfg["latent_frames"]),
                    sample_rate=cfg["sample_rate"], clip_samples=cfg["clip_samples"],
                    latent_scale=vae_latent_scale(vae) if "latent_norm" in cfg else cfg.get("latent_scale", 1.0),
                    device=device, sampling=sampling)

@@ -149,22 +149,35 @@ def sample_dpmpp_2s(denoiser: Denoiser, x: Tensor, sigmas: Tensor, callback: Cal
 @torch.no_grad()
 def sample_pingpong(denoiser: Denoiser, x: Tensor, sigmas: Tensor, callback: Callable | None = None,
                     disable: bool | None = None, generator: torch.Generator | None = None,
-                    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+                    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+                    noises: "list[Tensor] | tuple[Tensor, ...] | None" = None) -> Tensor:
     """Ping-pong sampling for few-step generators: denoise, then re-noise to the next level with fresh noise.
 
     x' = mu + s' z, z ~ N(0, I) (drawn with `generator`, or `noise_sampler(s, s')`); the last step returns mu.
+    `noises[i]` (one per re-noising, len(sigmas) - 2 of them) fixes z of step i instead: a noise bank that
+    several schedules share (paper A.5, Fig. 9: same latent code, only rho changed).
     With CFG++ the guided estimate mu_w is used; the re-noising direction is fresh noise, not eps_u, so
     CFG++ here coincides with CFG at the same guided estimate.
     """
     _check(x, sigmas)
+    n_renoise = int((sigmas[1:] > 0).sum())
+    if noises is not None and (len(noises) < n_renoise or any(z.shape != x.shape for z in noises[:n_renoise])):
+        raise ValueError(f"noises must hold {n_renoise} tensors of shape {tuple(x.shape)}, got "
+                         f"{[tuple(z.shape) for z in noises]}")
     s_in = x.new_ones([x.shape[0]])
+    k = 0
     for i in trange(len(sigmas) - 1, disable=disable):
         den, ren = _split(denoiser(x, sigmas[i] * s_in))
         _report(callback, x, i, sigmas[i], den, ren)
         x = den
         if sigmas[i + 1] > 0:
-            z = noise_sampler(sigmas[i], sigmas[i + 1]) if noise_sampler is not None else torch.randn(
-                x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if noises is not None:
+                z = noises[k].to(x.device, x.dtype)
+            elif noise_sampler is not None:
+                z = noise_sampler(sigmas[i], sigmas[i + 1])
+            else:
+                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            k += 1
             x = x + sigmas[i + 1] * z
     return x
 

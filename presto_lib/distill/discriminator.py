@@ -4,6 +4,11 @@ DMD2 (Yin et al. 2024) attaches a classifier branch to the fake score network's 
 *single* real/fake logit, trained with the non-saturating loss (paper eq. 7). Presto-S (sec. 3.2.3) keeps the
 head on the fake model's intermediate activations but downsamples them only *partially*, to a low-resolution
 1-D map over latent time, and trains it with a least-squares loss (eq. 8) averaged over that map.
+
+Both heads are here (`HEADS`, `make_head`): "presto" (`DiscriminatorHead`, T / 2^n_down logits) and "dmd2"
+(`DMD2Head`: the same strided convs, then pooled over time into one logit per example). Sec. 3.2.3 contrasts
+the two, so the DMD2 baselines (the non-saturating rows of Table 1, DMD-GAN in Table 2) use the "dmd2" head.
+Both return [B, T'] (T' = 1 for "dmd2"), so the losses below treat them alike.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 GanKind = Literal["ls", "ns"]
+HEADS = ("presto", "dmd2")
 
 
 # ---- head ----------------------------------------------------------------------------------------
@@ -40,7 +46,9 @@ class DiscriminatorHead(nn.Module):
         layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
                    nn.Conv1d(ch, 1, kernel_size=1)]       # one logit per low-resolution time step
         self.net = nn.Sequential(*layers)
-        self.hidden, self.n_down = hidden, n_down
+        self.hidden, self.n_down, self.channels = hidden, n_down, ch
+
+    kind = "presto"
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats [B, T, hidden] (a DiT block's output) -> [B, T'], T' = ceil(T / 2^n_down)."""
@@ -48,6 +56,43 @@ class DiscriminatorHead(nn.Module):
             raise ValueError(f"expected features [B, T, {self.hidden}], got {tuple(feats.shape)}")
         h = feats.transpose(1, 2).to(self.net[-1].weight.dtype)
         return self.net(h).squeeze(1)
+
+
+class DMD2Head(nn.Module):
+    """Features [B, T, hidden] -> one logit [B, 1]: strided convs, then downsampled into a single logit (DMD2)."""
+
+    def __init__(self, hidden: int, channels: int | None = None, n_down: int = 2):
+        super().__init__()
+        if n_down < 0:
+            raise ValueError(f"n_down must be >= 0, got {n_down}")
+        ch = channels or hidden
+        layers: list[nn.Module] = []
+        c_in = hidden
+        for _ in range(n_down):
+            layers += [nn.Conv1d(c_in, ch, kernel_size=3, stride=2, padding=1), nn.GroupNorm(_groups(ch), ch),
+                       nn.SiLU()]
+            c_in = ch
+        layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
+                   nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(ch, 1)]   # whole clip -> a single logit
+        self.net = nn.Sequential(*layers)
+        self.hidden, self.n_down, self.channels = hidden, n_down, ch
+
+    kind = "dmd2"
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """feats [B, T, hidden] -> [B, 1]."""
+        if feats.ndim != 3 or feats.shape[-1] != self.hidden:
+            raise ValueError(f"expected features [B, T, {self.hidden}], got {tuple(feats.shape)}")
+        return self.net(feats.transpose(1, 2).to(self.net[-1].weight.dtype))
+
+
+def make_head(kind: str, hidden: int, channels: int | None = None, n_down: int = 2) -> nn.Module:
+    """The discriminator head of `kind`: "presto" (T / 2^n_down logits, sec. 3.2.3) or "dmd2" (one logit)."""
+    if kind == "presto":
+        return DiscriminatorHead(hidden, channels, n_down)
+    if kind == "dmd2":
+        return DMD2Head(hidden, channels, n_down)
+    raise ValueError(f"unknown discriminator head {kind!r}; choose one of {', '.join(HEADS)}")
 
 
 # ---- losses (Algorithm 1 lines 10 and 18; eqs. 7 and 8) -----------------------------------------

@@ -17,6 +17,13 @@ Which blocks run for a budget of n dropped blocks out of L (Fig. 3):
 
 Models of another depth scale the schedule proportionally, n' = floor(n * L / 28 + 1/2) (round half up, so
 e.g. 14 of 28 -> 4 of 8 and 12 of 28 -> 3 of 8, 2.57 -> 3 of 6), capped at L - 1 so at least one block runs.
+
+Fine-tune noise (`FINETUNE_SIGMAS`, `finetune_sigma`). Every bucket is used for 1/K of the sampler's steps, so
+every bucket's budget must be fine-tuned. DSM's log-normal training noise gives the buckets, highest noise first,
+about 0.02%, 1.5%, 34%, 62% and 2% of its samples (P_mean -0.4, P_std 1, eq. 9's range): the 14- and 12-drop
+budgets are hardly ever trained. ASE samples its timestep uniformly, i.e. u ~ U[0, 1] through eq. 9 ("inf", 1/K
+per bucket); "stratified" draws one u per bucket-sized stratum, so every batch of a multiple of K holds exactly
+its share; "mix" draws "inf" with probability `mix` and the log-normal otherwise (each bucket >= mix / K).
 """
 from __future__ import annotations
 
@@ -27,10 +34,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from presto_lib.diffusion.edm import RHO, SIGMA_MAX, SIGMA_MIN
+from presto_lib.diffusion.edm import P_MEAN, P_STD, RHO, SIGMA_MAX, SIGMA_MIN, sample_sigma_train
 
 __all__ = ["D3_SCHEDULE", "PRESTO_LS_SCHEDULE", "SCHEDULES", "REF_DEPTH", "scale_schedule", "inference_quantile",
-           "DropSchedule", "hidden_variance"]
+           "DropSchedule", "FINETUNE_SIGMAS", "finetune_sigma", "bucket_shares", "hidden_variance"]
 
 REF_DEPTH = 28                               # the paper's DiT-XL-like depth the schedules are written for
 D3_SCHEDULE = (14, 12, 8, 4, 0)              # ASE "D3" (sec. 4.3), highest-noise quintile first
@@ -135,6 +142,39 @@ class DropSchedule:
         b = [self.sigma_max, *self.boundaries().tolist(), self.sigma_min]
         return [{"bucket": k, "sigma_hi": b[k], "sigma_lo": b[k + 1], "dropped": n, "run": len(self.blocks(n)),
                  "blocks": self.blocks(n)} for k, n in enumerate(self.drops)]
+
+
+# ---- fine-tune noise: every bucket gets its share (eq. 9) ----------------------------------------------
+
+FINETUNE_SIGMAS = ("train", "inf", "stratified", "mix")
+
+
+def finetune_sigma(kind: str, n: int, *, mix: float = 0.5, p_mean: float = P_MEAN,
+                   p_std: float = P_STD, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+                   rho: float = RHO, generator: torch.Generator | None = None,
+                   device: str | torch.device = "cpu") -> Tensor:
+    """n fine-tune noise levels [n] (float32): "train" log-normal, "inf" eq. 9 with u ~ U[0, 1] (ASE),
+    "stratified" u = (k + U) / n over a random permutation k of 0..n-1, or "mix" (inf w.p. `mix`, else train)."""
+    if kind not in FINETUNE_SIGMAS:
+        raise ValueError(f"unknown fine-tune noise {kind!r}; choose one of {', '.join(FINETUNE_SIGMAS)}")
+    if n < 1 or not 0.0 <= mix <= 1.0:
+        raise ValueError(f"need n >= 1 and mix in [0, 1]; got {n} and {mix}")
+    if kind == "train":
+        return sample_sigma_train(n, p_mean, p_std, generator=generator).to(device)
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    if kind == "stratified":      # one u per stratum [k/n, (k+1)/n): a batch of m*K fills every bucket exactly
+        u = (torch.randperm(n, generator=generator).double() + u) / n
+    sigma = inference_quantile(u, sigma_min, sigma_max, rho).float()
+    if kind == "mix":
+        use_train = torch.rand(n, generator=generator) >= mix
+        sigma = torch.where(use_train, sample_sigma_train(n, p_mean, p_std, generator=generator), sigma)
+    return sigma.to(device)
+
+
+def bucket_shares(schedule: DropSchedule, sigma: Tensor) -> Tensor:
+    """Share of the noise levels `sigma` falling in each bucket [K] (highest noise first), float64."""
+    counts = torch.bincount(schedule.bucket(sigma), minlength=schedule.num_buckets).double()
+    return counts / counts.sum()
 
 
 # ---- Fig. 4: hidden activation variance over depth ----------------------------------------------------

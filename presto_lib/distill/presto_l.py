@@ -30,13 +30,13 @@ from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.edm import EDMPrecond
 from presto_lib.diffusion.score_model import batch_condition, build_score_model, drop_conditions
-from presto_lib.distill.layer_drop import REF_DEPTH, DropSchedule
+from presto_lib.distill.layer_drop import FINETUNE_SIGMAS, REF_DEPTH, DropSchedule, finetune_sigma
 from presto_lib.models.dit import DiT, DiTConfig
 from presto_lib.models.layers import ScalarEmbedder, modulate
 
 __all__ = ["PrestoLConfig", "VARIANTS", "variant_config", "BudgetEmbedder", "BudgetAdaLN", "LayerDropNet",
-           "LayerDropModel", "presto_l_loss", "PrestoLStep", "save_layer_drop_model", "load_layer_drop_model",
-           "with_schedule"]
+           "LayerDropModel", "presto_l_loss", "presto_l_terms", "PrestoLStep", "save_layer_drop_model",
+           "load_layer_drop_model", "with_schedule"]
 
 
 # ---- configuration -------------------------------------------------------------------------------------
@@ -50,14 +50,18 @@ class PrestoLConfig(edm.EDMConfig):
     budget: bool = True           # sec. 3.3 "budget conditioning"
     self_teacher: bool = True     # sec. 3.3 "knowledge distillation"
     st_weight: float = 1.0        # L = L_DSM + st_weight * L_st (the paper gives no weight)
-    sigma_dist: str = "train"     # fine-tune noise: DSM's log-normal (ASE / the paper) or "inf" (eq. 9)
+    sigma_dist: str = "inf"       # fine-tune noise (`layer_drop.finetune_sigma`): "inf" (eq. 9, u ~ U[0, 1], as
+                                  # ASE's uniform t: 1/5 per bucket), "stratified", "mix" or "train" (log-normal)
+    sigma_mix: float = 0.75       # "mix": share of eq. 9 draws (the rest log-normal): each bucket >= 15%
     cond_dropout: float = 0.1     # as the base model (A.1), so CFG / CFG++ keep working
     budget_scale: float = 1000.0  # dropped fraction in [0, 1) -> the range of DiT's sinusoidal timestep features
     # sigma_data, p_mean, p_std, sigma_min, sigma_max, rho: inherited from edm.EDMConfig
 
     def __post_init__(self):
-        if self.sigma_dist not in ("train", "inf"):
-            raise ValueError(f"sigma_dist must be 'train' or 'inf', got {self.sigma_dist!r}")
+        if self.sigma_dist not in FINETUNE_SIGMAS:
+            raise ValueError(f"sigma_dist must be one of {FINETUNE_SIGMAS}, got {self.sigma_dist!r}")
+        if not 0.0 <= self.sigma_mix <= 1.0:
+            raise ValueError(f"sigma_mix must lie in [0, 1], got {self.sigma_mix}")
         if self.st_weight < 0 or not 0.0 <= self.cond_dropout <= 1.0:
             raise ValueError(f"need st_weight >= 0 and cond_dropout in [0, 1]; got {self.st_weight}, "
                              f"{self.cond_dropout}")
@@ -184,6 +188,8 @@ def _sigmas(sigma: Tensor | float, x: Tensor) -> Tensor:
 class LayerDropModel(nn.Module):
     """Denoiser model(x, sigma, cond) -> x0 of a layer-dropped DiT; each sample's budget comes from its sigma."""
 
+    skips_parameters = True     # a batch's dropped blocks get no gradient: DDP must find unused parameters
+
     def __init__(self, score_model: EDMPrecond, cfg: PrestoLConfig | None = None):
         super().__init__()
         if not isinstance(score_model, EDMPrecond) or not isinstance(score_model.net, DiT):
@@ -197,6 +203,15 @@ class LayerDropModel(nn.Module):
     def net(self) -> LayerDropNet:
         """The layer-dropped network (DiT + budget modules)."""
         return self.precond.net
+
+    @torch.no_grad()
+    def budget_embedding_norms(self) -> list[float]:
+        """RMS of the budget embedding per bucket (highest noise first): 0 at init, > 0 once a budget is tuned."""
+        if self.net.budget_emb is None:
+            return [0.0] * self.schedule.num_buckets
+        w = self.net.budget_emb.embed.mlp[0].weight
+        frac = torch.tensor(self.schedule.drops, dtype=torch.float32, device=w.device) / self.schedule.depth
+        return self.net.budget_emb(frac).float().pow(2).mean(1).sqrt().tolist()
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: dict | None = None, n_drop: Tensor | None = None,
                 return_hidden: bool = False):
@@ -223,14 +238,24 @@ def presto_l_loss(model: nn.Module, x0: Tensor, cond: dict | None, cfg: PrestoLC
     B = x0.shape[0]
     schedule = getattr(model, "module", model).schedule
     if sigma is None:
-        sigma = edm.sample_sigma(cfg.sigma_dist, B, p_mean=cfg.p_mean, p_std=cfg.p_std, sigma_min=cfg.sigma_min,
-                                 sigma_max=cfg.sigma_max, rho=cfg.rho, generator=generator, device=x0.device)
+        sigma = finetune_sigma(cfg.sigma_dist, B, mix=cfg.sigma_mix,
+                               p_mean=cfg.p_mean, p_std=cfg.p_std, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max,
+                               rho=cfg.rho, generator=generator, device=x0.device)
     sigma = _sigmas(sigma, x0)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x = x0 + sigma.reshape(-1, *[1] * (x0.ndim - 1)) * noise
     n_drop = schedule.n_drop(sigma)
     x0_hat, h = model(x, sigma, cond, n_drop=n_drop, return_hidden=True)
+    return presto_l_terms(model, x, sigma, cond, x0, x0_hat, h, cfg)
+
+
+def presto_l_terms(model: nn.Module, x: Tensor, sigma: Tensor, cond: dict | None, x0: Tensor, x0_hat: Tensor,
+                   h: Tensor, cfg: PrestoLConfig) -> tuple[Tensor, dict[str, float]]:
+    """DSM + st_weight * L_st from a forward already made at the schedule's budget: x = x0 + sigma eps gave
+    (x0_hat, h). Used by `presto_l_loss` and by step distillation that shares the forward (Presto-LS, A.4)."""
+    B = x0.shape[0]
+    n_drop = getattr(model, "module", model).schedule.n_drop(sigma)
     err = (x0_hat.float() - x0.float()).pow(2).reshape(B, -1).mean(1)
     dsm = (edm.edm_loss_weight(sigma, cfg.sigma_data) * err).mean()
     logs = {"dsm": float(dsm.detach()), "dropped": float(n_drop.float().mean())}

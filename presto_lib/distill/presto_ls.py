@@ -13,12 +13,20 @@ Presto-LS stacks the two distillations in one order and with one twist (sec. 3.4
 Appendix A.4's failing alternatives are configurations of the same code (`SETUPS`); each changes Presto-LS only
 where the paper says:
 
-    setup            G_phi starts from   G_phi drops layers               mu_real, mu_psi start from
-    presto_s         base                no                               base
-    presto_ls        Presto-L (reduced)  yes (already layer-distilled)    base
-    ls_lfake         Presto-L (reduced)  yes (already layer-distilled)    Presto-L (layer-dropped)
-    step_then_layer  Presto-S generator  yes (learns it now, budget 0-init)   base
-    step_and_layer   base                yes (learns it now, budget 0-init)   base
+    setup            G_phi starts from   G_phi drops layers                 mu_real, mu_psi (+ D_psi) start from
+    presto_s         base                no                                 base
+    presto_ls        Presto-L (reduced)  yes (already layer-distilled)      base
+    ls_lfake         Presto-L (reduced)  yes (already layer-distilled)      Presto-L (layer-dropped)
+    step_then_layer  Presto-S generator  yes, + Presto-L's losses (A.4)     mu_real base; psi continues Presto-S's
+    step_and_layer   base                yes, + Presto-L's losses (A.4)     base
+
+A.4: step-then-layer "first perform[s] Presto-S distillation and then continue[s] distillation with Presto-L layer
+dropping on the generator": the generator *and* psi = (mu_psi, D_psi) continue from the Presto-S run
+(`Setup.fake = "presto_s"`; pass that run's FakeScore as `presto_s_fake`), and the joint setup "perform[s]
+Presto-S and Presto-L at the same time". In both, the generator learns layer dropping with Presto-L's own losses
+beside Algorithm 1's: on a generator turn `LayerLosses` runs G_phi once over [x_real + sigma_gen eps (line 3),
+x_real + sigma_L eps'] and adds layer_weight (L_DSM + st_weight L_st) (sec. 3.3) of the second half to
+L_DMD + nu1 L_GAN. Optimiser state does not carry over: the layer-dropping generator has new (budget) parameters.
 
 Every setup runs Algorithm 1 (`presto_s.PrestoS`) unchanged, in the training loop through Presto-S's own step
 (`presto_s_stage.PrestoSStep`), which logs what Fig. 8 plots (`FIG8_METRICS`); trained with `log_every = 1`,
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,12 +44,13 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion.edm import EDMPrecond
-from presto_lib.distill.discriminator import DiscriminatorHead
-from presto_lib.distill.presto_l import LayerDropModel, PrestoLConfig, with_schedule
+from presto_lib.distill.discriminator import make_head
+from presto_lib.distill.layer_drop import finetune_sigma
+from presto_lib.distill.presto_l import LayerDropModel, PrestoLConfig, presto_l_terms, with_schedule
 from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig
 from presto_lib.models.dit import DiT
 
-__all__ = ["Setup", "SETUPS", "FIG8_METRICS", "reduced_layer_config", "LayerDropScore", "build_setup",
+__all__ = ["Setup", "SETUPS", "FIG8_METRICS", "reduced_layer_config", "LayerDropScore", "LayerLosses", "build_setup",
            "fig8_curves", "fig8_summary", "dit_of"]
 
 
@@ -49,25 +58,29 @@ __all__ = ["Setup", "SETUPS", "FIG8_METRICS", "reduced_layer_config", "LayerDrop
 
 @dataclass(frozen=True)
 class Setup:
-    """Where each network of Algorithm 1 starts, and whether the generator drops layers."""
+    """Where each network of Algorithm 1 starts, whether the generator drops layers and learns it with Presto-L."""
     generator: str      # "base", "presto_l" or "presto_s": the weights G_phi starts from
     drop: bool          # G_phi runs the reduced dropping schedule with budget conditioning
     scores: str         # "base" or "presto_l": the weights mu_real and mu_psi start from
     label: str          # the legend of Fig. 8
+    fake: str = "scores"        # "scores": psi = (mu_psi from `scores`, a fresh D_psi); "presto_s": the Presto-S run's
+    layer_losses: bool = False  # add Presto-L's DSM + self-teacher on G_phi at generator turns (A.4)
 
     def __post_init__(self):
         if self.generator not in ("base", "presto_l", "presto_s") or self.scores not in ("base", "presto_l"):
             raise ValueError(f"bad setup {self}: generator in base/presto_l/presto_s, scores in base/presto_l")
         if self.generator == "presto_l" and not self.drop:
             raise ValueError("a Presto-L generator always drops layers (drop=True)")
+        if self.fake not in ("scores", "presto_s") or (self.layer_losses and not self.drop):
+            raise ValueError(f"bad setup {self}: fake in scores/presto_s; layer_losses needs drop=True")
 
 
 SETUPS: dict[str, Setup] = {
     "presto_s": Setup("base", False, "base", "Presto-S"),
     "presto_ls": Setup("presto_l", True, "base", "Presto-LS"),
     "ls_lfake": Setup("presto_l", True, "presto_l", "LS with L-Fake/Real"),
-    "step_then_layer": Setup("presto_s", True, "base", "Step then Layer"),
-    "step_and_layer": Setup("base", True, "base", "Step and Layer (joint)"),
+    "step_then_layer": Setup("presto_s", True, "base", "Step then Layer", fake="presto_s", layer_losses=True),
+    "step_and_layer": Setup("base", True, "base", "Step and Layer (joint)", layer_losses=True),
 }
 
 # Fig. 8's panels -> the keys `PrestoS.step` logs (generator turns: lines 5-11; fake turns: lines 13-19).
@@ -102,6 +115,8 @@ def dit_of(model: nn.Module) -> DiT:
 class LayerDropScore(nn.Module):
     """A LayerDropModel that can also return per-block features, so a discriminator head can sit on it (A.4)."""
 
+    skips_parameters = True     # dropped blocks (see LayerDropModel)
+
     def __init__(self, model: LayerDropModel):
         super().__init__()
         if not isinstance(model, LayerDropModel):
@@ -134,6 +149,34 @@ class LayerDropScore(nn.Module):
         return EDMPrecond(f, m.precond.sigma_data)(x, s, cond)
 
 
+# ---- Presto-L's losses on the generator during step distillation (A.4) ------------------------------------
+
+class LayerLosses:
+    """`PrestoS.generator_extra`: one forward of G_phi over [line 3's input, Presto-L's DSM input] (DDP-safe),
+    returning (x_gen, layer_weight (L_DSM + st_weight L_st), logs); the layer noise follows cfg.sigma_dist."""
+
+    def __init__(self, cfg: PrestoLConfig, weight: float = 1.0):
+        if weight < 0:
+            raise ValueError(f"layer_weight must be >= 0, got {weight}")
+        self.cfg, self.weight = cfg, float(weight)
+
+    def __call__(self, ps: PrestoS, x_real: Tensor, cond: dict | None,
+                 G: nn.Module | None = None) -> tuple[Tensor, Tensor, dict]:
+        c, B, dev = self.cfg, x_real.shape[0], x_real.device
+        if not isinstance(getattr(ps.G, "module", ps.G), LayerDropModel):
+            raise ValueError("Presto-L's losses need a layer-dropping generator (a LayerDropModel)")
+        b = lambda v: v.reshape(-1, *[1] * (x_real.ndim - 1))
+        s_gen = ps.gen_sigma(B, dev)                                                    # Algorithm 1, line 1
+        s_l = finetune_sigma(c.sigma_dist, B, mix=c.sigma_mix, p_mean=c.p_mean, p_std=c.p_std,
+                             sigma_min=c.sigma_min, sigma_max=c.sigma_max, rho=c.rho, device=dev)
+        x_l = x_real + b(s_l) * torch.randn_like(x_real)
+        x_in = torch.cat([x_real + b(s_gen) * torch.randn_like(x_real), x_l])           # line 2 | eq. 3's input
+        cond2 = None if cond is None else {k: torch.cat([v, v]) for k, v in cond.items()}
+        out, h = (G or ps.G)(x_in, torch.cat([s_gen, s_l]), cond2, return_hidden=True)  # line 3 | eq. 3
+        loss, logs = presto_l_terms(ps.G, x_l, s_l, cond, x_real, out[B:], h[B:], c)
+        return out[:B], self.weight * loss, {f"layer_{k}": v for k, v in logs.items()}
+
+
 # ---- building a setup -----------------------------------------------------------------------------------
 
 def _frozen_copy(m: nn.Module) -> nn.Module:
@@ -145,18 +188,21 @@ def _fresh(m: nn.Module) -> nn.Module:
 
 
 def build_setup(name: str, base: EDMPrecond, *, presto_l: LayerDropModel | None = None,
-                presto_s: EDMPrecond | None = None, s_cfg: PrestoSConfig | None = None,
-                l_cfg: PrestoLConfig | None = None, head_channels: int | None = None, head_down: int = 2,
-                feature_block: int = -1) -> PrestoS:
+                presto_s: EDMPrecond | None = None, presto_s_fake: FakeScore | None = None,
+                s_cfg: PrestoSConfig | None = None, l_cfg: PrestoLConfig | None = None, layer_weight: float = 1.0,
+                head_channels: int | None = None, head_down: int = 2, feature_block: int = -1,
+                **overrides) -> PrestoS:
     """Algorithm 1's players for one setup of `SETUPS`; every network is a fresh copy of its source.
 
     base: the original score model; presto_l: a Presto-L model (the reduced schedule for Presto-LS); presto_s:
-    a Presto-S generator (for step_then_layer); l_cfg: the layer dropping a generator learns during step
-    distillation (default: Presto-L with the reduced schedule).
+    a Presto-S generator and presto_s_fake its run's psi = (mu_psi, D_psi) (for step_then_layer); l_cfg: the
+    layer dropping a generator learns during step distillation and its losses (default: Presto-L with the
+    reduced schedule); layer_weight scales those losses. `overrides` replace Setup fields (e.g. fake="scores",
+    layer_losses=False: the earlier restart-from-base variants).
     """
     if name not in SETUPS:
         raise ValueError(f"unknown setup {name!r}; choose one of {', '.join(SETUPS)}")
-    st = SETUPS[name]
+    st = replace(SETUPS[name], **overrides)
     sources = {"base": base, "presto_l": presto_l, "presto_s": presto_s}
     for role in {st.generator, st.scores}:
         if sources[role] is None:
@@ -168,16 +214,23 @@ def build_setup(name: str, base: EDMPrecond, *, presto_l: LayerDropModel | None 
             dit_of(sources[role])      # raises unless an EDMPrecond(DiT)
     # generator: Presto-L already drops; base / Presto-S learn the reduced dropping now (zero-init budget)
     G = _fresh(sources[st.generator])
+    l_cfg = l_cfg or reduced_layer_config()
     if st.drop and not isinstance(G, LayerDropModel):
-        G = LayerDropModel(G, l_cfg or reduced_layer_config())
+        G = LayerDropModel(G, l_cfg)
     # score models: full capacity (base) or the layer-dropped Presto-L model (L-Fake/Real)
     if st.scores == "base":
         real, fake_score = _frozen_copy(base), _fresh(base)
     else:
         real, fake_score = _frozen_copy(presto_l), LayerDropScore(_fresh(presto_l))
-    hidden = dit_of(base).hidden_size
-    fake = FakeScore(fake_score, DiscriminatorHead(hidden, head_channels, head_down), feature_block)
-    return PrestoS(G, fake, real, s_cfg or PrestoSConfig())
+    hidden, s_cfg = dit_of(base).hidden_size, s_cfg or PrestoSConfig()
+    if st.fake == "presto_s":       # A.4: continue the Presto-S run's psi (mu_psi and D_psi), not the base model
+        if not isinstance(presto_s_fake, FakeScore):
+            raise ValueError(f"setup {name!r} continues the Presto-S run: pass presto_s_fake=<its FakeScore>")
+        fake = _fresh(presto_s_fake)
+    else:
+        fake = FakeScore(fake_score, make_head(s_cfg.disc_head, hidden, head_channels, head_down), feature_block)
+    extra = LayerLosses(l_cfg, layer_weight) if st.layer_losses else None
+    return PrestoS(G, fake, real, s_cfg, generator_extra=extra)
 
 
 # ---- Fig. 8: from the per-iteration log to one row per generator update -------------------------------

@@ -15,8 +15,10 @@ non-saturating loss of eq. 7 instead of the least-squares loss of eq. 8.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,11 +26,14 @@ from torch import Tensor, nn
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.edm import bcast
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong
+from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.diffusion.score_model import null_like
-from presto_lib.distill.discriminator import (DiscriminatorHead, discriminator_gan_loss, generator_gan_loss,
+from presto_lib.distill.discriminator import (HEADS, discriminator_gan_loss, generator_gan_loss, make_head,
                                               real_accuracy)
 
 Update = Callable[[Tensor, str], object]     # update(loss, "generator" | "fake"): zero_grad, backward, step
+# generator_extra(ps, x_real, cond, G_player) -> (x_gen with gradient, extra generator loss, logs)
+GeneratorExtra = Callable[["PrestoS", Tensor, "dict | None", "Callable | None"], "tuple[Tensor, Tensor, dict]"]
 
 DISTS = ("train", "inf")
 
@@ -43,6 +48,7 @@ class PrestoSConfig(edm.EDMConfig):
     p_dsm: str = "train"          # fake-DSM noise (line 13)
     p_gan: str = "train"          # GAN noise (lines 8 and 16)
     gan_loss: str = "ls"          # "ls" (eq. 8, Presto-S) or "ns" (eq. 7, DMD2)
+    disc_head: str = "presto"     # D_psi: "presto" (T/4 logits, sec. 3.2.3) or "dmd2" (one logit; the DMD2 rows)
     use_dmd: bool = True          # False: DMD-GAN baseline (GAN loss only)
     use_gan: bool = True          # False: pure distribution matching (DMD without GAN)
     discrete_levels: int = 0      # 0: continuous p_gen (sec. 3.2.1); n > 0: the n levels of the n-step schedule
@@ -59,6 +65,8 @@ class PrestoSConfig(edm.EDMConfig):
                 raise ValueError(f"{k} must be 'train' or 'inf', got {getattr(self, k)!r}")
         if self.gan_loss not in ("ls", "ns"):
             raise ValueError(f"gan_loss must be 'ls' or 'ns', got {self.gan_loss!r}")
+        if self.disc_head not in HEADS:
+            raise ValueError(f"disc_head must be one of {HEADS}, got {self.disc_head!r}")
         if not (self.use_dmd or self.use_gan):
             raise ValueError("use_dmd and use_gan are both off: the generator would get no gradient")
         if self.fake_updates < 1 or self.discrete_levels < 0:
@@ -127,6 +135,20 @@ def discrete_levels(cfg: PrestoSConfig) -> Tensor | None:
     return pingpong_sigmas(cfg.discrete_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho)[:-1]
 
 
+def discrete_runs(budgets: Sequence[int] = (1, 2, 3, 4), prefix: str = "discrete") -> dict[str, dict]:
+    """One discrete-input model per step budget (sec. 3.2.1, 4.2: "the 1 and 2-step discrete models"; Figs 5, 11):
+    run name -> PrestoSConfig overrides {"discrete_levels": k}. Model k is sampled at k steps, on its own levels."""
+    if not budgets or any(int(k) != k or k < 1 for k in budgets):
+        raise ValueError(f"budgets must be integers >= 1, got {list(budgets)}")
+    return {f"{prefix}_{int(k)}": {"discrete_levels": int(k)} for k in budgets}
+
+
+def native_budget(cfg: PrestoSConfig, steps: int) -> bool:
+    """True when `steps`-step sampling runs exactly on the generator's training inputs (continuous, or k = n levels);
+    False means a discrete generator's schedule would be snapped to levels it was trained on for another budget."""
+    return not cfg.discrete_levels or int(steps) == int(cfg.discrete_levels)
+
+
 # ---- the fake player psi: mu_psi and its discriminator head D_psi --------------------------------
 
 class FakeScore(nn.Module):
@@ -135,9 +157,14 @@ class FakeScore(nn.Module):
     One forward gives both outputs, so a fake turn is a single (DDP-safe) call over all its inputs.
     """
 
-    def __init__(self, score: nn.Module, head: DiscriminatorHead, feature_block: int = -1):
+    def __init__(self, score: nn.Module, head: nn.Module, feature_block: int = -1):
         super().__init__()
         self.score, self.head, self.feature_block = score, head, int(feature_block)
+
+    @property
+    def skips_parameters(self) -> bool:
+        """A forward without logits leaves D_psi unused, and a layer-dropping mu_psi its dropped blocks (DDP)."""
+        return True
 
     def forward(self, x: Tensor, sigma: Tensor, cond: dict | None = None, with_logits: bool = False):
         """mu_psi(x, sigma, cond) -> x0, or (x0, D_psi logits [B, T']) with `with_logits`."""
@@ -150,17 +177,45 @@ class FakeScore(nn.Module):
         return x0, self.head(feats[k])
 
 
+def save_fake_score(path_dir: str | os.PathLike, fake: FakeScore, extra: dict | None = None) -> Path:
+    """psi = (mu_psi, D_psi) of a run, so a later distillation can continue it (A.4 step-then-layer)."""
+    fake = getattr(fake, "module", fake)
+    score, head = fake.score, fake.head
+    if not isinstance(score, edm.EDMPrecond) or not hasattr(score.net, "cfg"):
+        raise ValueError(f"expected a FakeScore over an EDMPrecond(DiT), got {type(score).__name__}")
+    config = {"dit": score.net.cfg.to_dict(), "sigma_data": score.sigma_data, "feature_block": fake.feature_block,
+              "head": {"kind": head.kind, "channels": head.channels, "n_down": head.n_down}, **(extra or {})}
+    return save_checkpoint(path_dir, dict(fake.state_dict()), config)
+
+
+def load_fake_score(path_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FakeScore, dict]:
+    """Load what `save_fake_score` wrote: (FakeScore in train mode, its config)."""
+    from presto_lib.diffusion.score_model import build_score_model
+
+    tensors, config = load_checkpoint(path_dir, device)
+    if "head" not in config:
+        raise ValueError(f"{path_dir} holds no fake score model (config.json lacks 'head')")
+    score = build_score_model(config["dit"], sigma_data=config["sigma_data"])
+    h = config["head"]
+    fake = FakeScore(score, make_head(h["kind"], score.net.hidden_size, h["channels"], h["n_down"]),
+                     config["feature_block"])
+    fake.load_state_dict(tensors)
+    return fake.to(device).train(), config
+
+
 # ---- Algorithm 1 ---------------------------------------------------------------------------------
 
 class PrestoS:
     """Algorithm 1 over G_phi, a frozen mu_real and psi = (mu_psi, D_psi); each network lives once."""
 
     def __init__(self, generator: nn.Module, fake: FakeScore, real: nn.Module | Callable,
-                 cfg: PrestoSConfig | None = None):
+                 cfg: PrestoSConfig | None = None, generator_extra: GeneratorExtra | None = None):
         if not isinstance(fake, FakeScore):
             raise ValueError(f"fake must be a FakeScore (score model + head), got {type(fake).__name__}")
         self.G, self.fake, self.real = generator, fake, real
         self.cfg = cfg or PrestoSConfig()
+        # optional: replaces lines 1-3 of a generator turn and adds a loss on the same forward (A.4's layer losses)
+        self.generator_extra = generator_extra
         if isinstance(real, nn.Module):
             real.requires_grad_(False).eval()                                   # mu_real is frozen throughout
 
@@ -278,8 +333,14 @@ class PrestoS:
         """
         players = players or {}
         if self.is_generator_turn(iteration):
-            x_gen = self.generate(x_real, cond, players.get("generator"))        # lines 1-3, with gradient
+            if self.generator_extra is None:
+                x_gen, extra, extra_logs = self.generate(x_real, cond, players.get("generator")), None, {}  # 1-3
+            else:
+                x_gen, extra, extra_logs = self.generator_extra(self, x_real, cond, players.get("generator"))
             loss, logs = self.generator_loss(x_gen, cond)
+            if extra is not None:
+                loss = loss + extra
+                logs.update(extra_logs)
             update(loss, "generator")                                            # line 11
             turn, name = 1.0, "loss_generator"
         else:

@@ -57,9 +57,14 @@ class ToyNet(nn.Module):
                                                   nn.Linear(hidden, hidden)) for _ in range(depth))
         self.out = nn.Linear(hidden, 2)
 
-    def forward(self, x: Tensor, c_noise: Tensor, return_features: bool = False):
-        """x [B, 2, 1] -> [B, 2, 1]; with return_features, also every block's output as [B, T=1, hidden]."""
+    def forward(self, x: Tensor, c_noise: Tensor, return_features: bool = False, extra_emb: Tensor | None = None):
+        """x [B, 2, 1] -> [B, 2, 1]; with return_features, also every block's output as [B, T=1, hidden].
+
+        extra_emb [B, hidden] is added to the sigma embedding (the DiT's hook, e.g. a distilled CFG weight).
+        """
         e = self.emb(sinusoidal_embedding(c_noise * 100.0, self.freq_dim))
+        if extra_emb is not None:
+            e = e + extra_emb
         h = self.inp(x[:, :, 0]) + e
         feats = []
         for blk in self.blocks:

@@ -10,12 +10,15 @@ two JSON endpoints:
 
 A submission must rate every clip of its set exactly once with an integer in [0, 100]; unknown sets or clips,
 extra fields, out-of-range or non-integer ratings are refused (400), a second submission of the same
-(rater, set) is refused (409). Accepted rows are appended to the ratings CSV atomically (the whole file is
-rewritten to a temp file and renamed, under a lock), so a refused or interrupted request never loses a row.
+(rater, set) is refused (409). Accepted rows are appended to the ratings CSV atomically: under an OS-level
+lock (`fcntl.flock` on `<ratings>.lock`) the file is re-read, checked for duplicates, rewritten to an fsynced
+temp file and renamed, so a refused or interrupted request never loses a row, and any number of server
+processes may share one ratings file without losing an acknowledged row.
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -34,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 RATING_COLUMNS = ("rater", "set", "clip", "rating", "timestamp")
-RATER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+RATER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")   # always used with fullmatch
 MAX_BODY = 64 * 1024
 HOST = "127.0.0.1"
 
@@ -82,13 +85,28 @@ def rater_order(kit: dict[str, Any], rater: str) -> list[dict[str, Any]]:
 # ---- validation ----
 
 
+def _valid_rating(value: Any) -> bool:
+    """An integer in [0, 100] (a float only when integral); checked before any float maths (no OverflowError)."""
+    if isinstance(value, bool):                              # bool is an int in Python; true/false is no rating
+        return False
+    if isinstance(value, int):
+        return 0 <= value <= 100
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and 0.0 <= value <= 100.0
+
+
+def _short(value: Any) -> str:
+    """repr of a refused value, cut to 40 characters."""
+    r = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else f"an integer of {len(str(value))} digits"
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def validate_submission(payload: Any, kit: dict[str, Any]) -> list[dict[str, Any]]:
     """Check one set's submission against the kit; return its CSV rows (without timestamp) or raise."""
     bad = lambda msg: SubmissionError(HTTPStatus.BAD_REQUEST, msg)
     if not isinstance(payload, dict) or set(payload) != {"rater", "set", "ratings"}:
         raise bad("submission must be an object with exactly the fields rater, set, ratings")
     rater, set_id, ratings = payload["rater"], payload["set"], payload["ratings"]
-    if not isinstance(rater, str) or not RATER_RE.match(rater):
+    if not isinstance(rater, str) or not RATER_RE.fullmatch(rater):
         raise bad("rater must be 1-40 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)")
     sets = {s["set"]: s for s in kit["sets"]}
     if not isinstance(set_id, str) or set_id not in sets:
@@ -105,10 +123,8 @@ def validate_submission(payload: Any, kit: dict[str, Any]) -> list[dict[str, Any
             raise bad(f"clip {clip!r} is not in set {set_id}")
         if clip in seen:
             raise bad(f"clip {clip} rated twice")
-        # bool is an int in Python; JSON true/false is not a rating
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value != int(value) or not 0 <= value <= 100:
-            raise bad(f"rating of clip {clip} must be an integer in [0, 100], got {value!r}")
+        if not _valid_rating(value):
+            raise bad(f"rating of clip {clip} must be an integer in [0, 100], got {_short(value)}")
         seen.add(clip)
         rows.append({"rater": rater, "set": set_id, "clip": clip, "rating": int(value)})
     if seen != want:
@@ -120,10 +136,11 @@ def validate_submission(payload: Any, kit: dict[str, Any]) -> list[dict[str, Any
 
 
 class RatingStore:
-    """The ratings CSV: duplicate-checked, all-or-nothing appends (temp file + rename under a lock)."""
+    """The ratings CSV: duplicate-checked, all-or-nothing appends (fsynced temp file + rename under flock)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock = threading.Lock()
 
     def rows(self) -> list[dict[str, str]]:
@@ -140,7 +157,11 @@ class RatingStore:
     def append(self, rows: list[dict[str, Any]]) -> int:
         """Append one set's rows with a shared UTC timestamp; 409 if that (rater, set) is already saved."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        with self.lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the thread lock orders this process's threads; flock (on a side file: the ratings file itself is
+        # replaced by rename) orders every process, so a read-check-rewrite never races another server's
+        with self.lock, open(self.lock_path, "a") as lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
             old = self.path.read_bytes() if self.path.exists() else b""
             keys = {(r["rater"], r["set"]) for r in rows}
             if keys & {(r["rater"], r["set"]) for r in self.rows()}:
@@ -150,7 +171,6 @@ class RatingStore:
             if not old:
                 w.writeheader()
             w.writerows({**r, "timestamp": stamp} for r in rows)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -158,10 +178,20 @@ class RatingStore:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.path)
+                _fsync_dir(self.path.parent)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return len(rows)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside folder `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- HTTP ----
@@ -209,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/api/kit":
             rater = parse_qs(url.query).get("rater", [""])[0]
-            if not RATER_RE.match(rater):
+            if not RATER_RE.fullmatch(rater):
                 return self._json(400, {"error": "rater must be 1-40 letters, digits, '_', '.', '-'"})
             sets = [{"set": s["set"], "caption": s["caption"],
                      "clips": [{"clip": c, "url": f"audio/{c}.wav"} for c in s["clips"]]}

@@ -1,7 +1,7 @@
 """The Presto score-model backbone: a DiT over VAE latents [B, C, T] (paper A.1).
 
 Llama-style blocks (one attention, one feed-forward), AdaLN-zero conditioning on the sum of a noise-level
-embedding (EDM's c_noise = ln(sigma)/4, sinusoidal) and a BPM embedding (sinusoidal, learned null for bpm <= 0),
+embedding (EDM's c_noise = ln(sigma)/4, sinusoidal) and a BPM embedding (learned null for bpm <= 0),
 and text tokens concatenated to the audio keys/values at every attention layer. The pieces are public so layer
 dropping (Presto-L, Sec. 3.3) and the Presto-S discriminator head can compose them without copying the model:
 
@@ -9,9 +9,17 @@ dropping (Presto-L, Sec. 3.3) and the Presto-S discriminator head can compose th
     for i in [*range(k), model.depth - 1]:     # Presto-L shifted dropping
         h = model.blocks[i](h, c, ctx)
     out = model.unembed(h, c)
+
+BPM embedding (`bpm_emb`): "number" (default) follows Stable Audio's NumberConditioner: the BPM is clamped to
+[bpm_min, bpm_max] and normalised to t in [0, 1], then embedded by learned Fourier features [t, sin 2 pi w t,
+cos 2 pi w t] (w ~ N(0, 1), learned) and an MLP, so nearby tempi get nearby embeddings. "sinusoidal" (the
+earlier choice, kept for its checkpoints) feeds the raw BPM to DiT's timestep sinusoids, whose frequencies up to
+1 rad per BPM alias: 80 and 81 BPM are as far apart as 80 and 150. A saved config without `bpm_emb` is one of
+those earlier checkpoints and loads as "sinusoidal".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Sequence, Union
 
@@ -45,7 +53,10 @@ class DiTConfig:
     rope_base: float = 10000.0
     freq_dim: int = 256             # sinusoidal features per scalar condition
     noise_emb_scale: float = 250.0  # c_noise = ln(sigma)/4 lies in ~[-1.6, 1.1]; scaled to DiT's timestep range
-    bpm_emb_scale: float = 1.0      # BPM (~40-250) is already in a good range for the sinusoids
+    bpm_emb_scale: float = 1.0      # "sinusoidal" only: raw BPM times this feeds the sinusoids
+    bpm_emb: str = "number"         # "number" (normalised, learned Fourier; Stable Audio) or "sinusoidal" (legacy)
+    bpm_min: float = 40.0           # "number": BPM range mapped to [0, 1] (the corpus keeps 40-208)
+    bpm_max: float = 240.0
     attn_backend: str = "auto"      # "auto" (flash-attn on CUDA fp16/bf16 when installed, else SDPA), "sdpa", "flash"
 
     def __post_init__(self):
@@ -57,6 +68,10 @@ class DiTConfig:
             raise ValueError(f"unknown mlp {self.mlp!r}: use 'swiglu' or 'gelu'")
         if self.pos_emb not in ("rope", "none"):
             raise ValueError(f"unknown pos_emb {self.pos_emb!r}: use 'rope' or 'none'")
+        if self.bpm_emb not in ("number", "sinusoidal"):
+            raise ValueError(f"unknown bpm_emb {self.bpm_emb!r}: use 'number' or 'sinusoidal'")
+        if not 0 < self.bpm_min < self.bpm_max:
+            raise ValueError(f"need 0 < bpm_min < bpm_max, got {self.bpm_min}, {self.bpm_max}")
         if self.attn_backend not in ("auto", "sdpa", "flash"):
             raise ValueError(f"unknown attn_backend {self.attn_backend!r}: use 'auto', 'sdpa' or 'flash'")
 
@@ -76,6 +91,8 @@ class DiTConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown DiTConfig keys: {sorted(unknown)}")
+        if "bpm_emb" not in d and "bpm_emb_scale" in d:     # a saved config from before `bpm_emb`: legacy BPM
+            d = {**d, "bpm_emb": "sinusoidal"}
         return cls(**d)
 
 
@@ -86,6 +103,34 @@ DIT_PRESETS: dict[str, dict[str, Any]] = {
     "B": dict(hidden_size=768, depth=12, num_heads=12),
     "XL": dict(hidden_size=1152, depth=28, num_heads=16),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+#                                   BPM: a normalised number embedding (Stable Audio's NumberConditioner)
+# ---------------------------------------------------------------------------------------------------------------
+
+class NumberEmbedder(nn.Module):
+    """A number in [lo, hi] -> t = (x - lo) / (hi - lo) -> learned Fourier features [t, sin, cos] -> MLP [B, hidden]."""
+
+    def __init__(self, hidden_size: int, lo: float, hi: float, freq_dim: int = 256):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+        self.freqs = nn.Parameter(torch.randn(freq_dim // 2))               # w ~ N(0, 1) cycles per unit of t
+        self.mlp = nn.Sequential(nn.Linear(2 * (freq_dim // 2) + 1, hidden_size), nn.SiLU(),
+                                 nn.Linear(hidden_size, hidden_size))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B] -> t in [0, 1] (clamped to the range)."""
+        return ((x.float() - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[t, sin(2 pi w t), cos(2 pi w t)] [B, 2 (freq_dim // 2) + 1] (Stable Audio's LearnedPositionalEmbedding)."""
+        t = self.normalise(x)[:, None]
+        ang = 2 * math.pi * t * self.freqs.float()[None]
+        return torch.cat([t, ang.sin(), ang.cos()], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.features(x).to(self.mlp[0].weight.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,7 +147,8 @@ class DiT(nn.Module):
         self.depth, self.hidden_size = cfg.depth, D
         self.x_embedder = nn.Linear(cfg.in_channels * p, D)                  # patch of p latent frames -> token
         self.noise_embedder = ScalarEmbedder(D, cfg.freq_dim, cfg.noise_emb_scale)
-        self.bpm_embedder = ScalarEmbedder(D, cfg.freq_dim, cfg.bpm_emb_scale)
+        self.bpm_embedder = (NumberEmbedder(D, cfg.bpm_min, cfg.bpm_max, cfg.freq_dim) if cfg.bpm_emb == "number"
+                             else ScalarEmbedder(D, cfg.freq_dim, cfg.bpm_emb_scale))
         self.null_bpm = nn.Parameter(torch.randn(D) * 0.02)                  # used where bpm <= 0 (CFG null)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList(

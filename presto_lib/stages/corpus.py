@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("captions_csv")
     f.add_argument("--out", required=True)
     f.add_argument("--max-clips-per-file", type=int)
-    f.add_argument("--skip-bad", action="store_true", help="log and skip unreadable files instead of stopping")
+    f.add_argument("--encoding", default="utf-8", help="text encoding of the captions CSV (default utf-8)")
+    f.add_argument("--skip-bad", action="store_true", help="log and skip bad rows instead of stopping")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = _params(a)
@@ -59,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     m = import_audio_folder(a.audio_dir, a.captions_csv, a.out, params, a.max_clips_per_file,
-                            on_error="skip" if a.skip_bad else "raise")
+                            on_error="skip" if a.skip_bad else "raise", encoding=a.encoding)
     df = pd.read_csv(m)
+    n_skipped = len(pd.read_csv(m.parent / "skipped.csv"))
     print(json.dumps({"manifest": str(m), "clips": len(df), "hours": round(df.duration_s.sum() / 3600, 4),
-                      "per_split": df.split.value_counts().to_dict()}, indent=2))
+                      "per_split": df.split.value_counts().to_dict(), "skipped": n_skipped}, indent=2))
     return 0
 
 
