@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Sequence, Union
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 
 from .layers import AttnContext, DiTBlock, FinalLayer, ScalarEmbedder, rope_tables
@@ -108,6 +109,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(
             DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.mlp, cfg.qk_norm, cfg.attn_backend) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(D, p * cfg.out_dim)
+        self.checkpoint_blocks = False      # training memory: recompute each block's activations in backward
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -204,15 +206,15 @@ class DiT(nn.Module):
             for i, block in enumerate(self.blocks):
                 run = plan[:, i]
                 if bool(run.all()):
-                    h = block(h, c, ctx)
+                    h = self._block(block, h, c, ctx)
                 elif bool(run.any()):     # per-sample dropping: dropped samples pass through unchanged
                     idx = run.nonzero().squeeze(1).to(h.device)
-                    h = h.index_copy(0, idx, block(h[idx], c[idx], ctx.select(idx)))
+                    h = h.index_copy(0, idx, self._block(block, h[idx], c[idx], ctx.select(idx)))
                 if return_features:
                     feats.append(h)
             return h, feats
         for i in self._block_indices(blocks):
-            h = self.blocks[i](h, c, ctx)
+            h = self._block(self.blocks[i], h, c, ctx)
             if return_features:
                 feats.append(h)
         return h, feats
@@ -242,6 +244,12 @@ class DiT(nn.Module):
         return (out, feats) if return_features else out
 
     # ---- helpers ----
+
+    def _block(self, block: nn.Module, h: torch.Tensor, c: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """One block; with `checkpoint_blocks` (and grad on) its activations are recomputed in backward."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, h, c, ctx, use_reentrant=False)
+        return block(h, c, ctx)
 
     def _block_indices(self, blocks: BlocksArg) -> list[int]:
         if blocks is None:
