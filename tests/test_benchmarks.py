@@ -42,3 +42,22 @@ def test_gpu_check_runs_on_cpu_at_smoke_size(tmp_path):
     rows = {x["system"].split()[0]: x for x in r["latency"][0]["rows"]}
     assert set(rows) == {"base", "Presto-S", "Presto-LS"} and rows["base"]["speedup_vs_base"] == 1.0
     assert "End-to-end latency" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_bench_inference_runs_at_smoke_size(tmp_path):
+    run("benchmarks/bench_inference.py", "--smoke", "--train-mem", "on", "--threads", "1", "--out", str(tmp_path))
+    r = json.loads((tmp_path / "bench_inference.json").read_text())
+    rows = r["latency"]
+    assert {(x["system"], x["path"], x["batch"]) for x in rows} == {
+        (s, p, b) for s in ("base", "presto_s", "presto_ls") for p in ("reference", "fast") for b in (1, 2)}
+    for x in rows:      # per-stage times add up to the end-to-end time of the fast path
+        assert min(x["text_s"], x["generation_s"], x["decode_s"]) >= 0 and x["total_s"] > 0
+        if x["path"] == "fast":
+            assert abs(x["text_s"] + x["generation_s"] + x["decode_s"] - x["total_s"]) < 1e-3
+    assert {(m["turn"], m["checkpoint_blocks"]) for m in r["train_memory"]} == {
+        (t, c) for t in ("fake", "generator") for c in (False, True)}
+    assert "| presto_ls | fast | 1 |" in (tmp_path / "bench_inference.md").read_text()
+    (tmp_path / "skip").mkdir()
+    run("benchmarks/bench_inference.py", "--smoke", "--systems", "presto_s", "--threads", "1", "--out",
+        str(tmp_path / "skip"))
+    assert "CUDA only" in json.loads((tmp_path / "skip" / "bench_inference.json").read_text())["train_memory"]

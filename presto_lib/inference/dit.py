@@ -176,20 +176,21 @@ class FastDenoiser(nn.Module):
         x = x + g_a.unsqueeze(1) * a.proj(self.attend(q, k, v, p).reshape(B, N, D))
         return x + g_m.unsqueeze(1) * blk.mlp(modulate(blk.norm2(x), sh_m, sc_m))
 
-    def net(self, x_in: Tensor, c_noise: float, frac: float, blocks: tuple[int, ...], p: Prepared) -> Tensor:
-        """F_theta(c_in x, c_noise) (DiT, or LayerDropNet with its budget modules) -> [B, C_out, T]."""
-        dit, B = self.dit, x_in.shape[0]
-        dev = x_in.device
+    def net(self, x_in: Tensor, c_noise: Tensor, frac: Optional[Tensor], blocks: tuple[int, ...],
+            p: Prepared) -> Tensor:
+        """F_theta(c_in x, c_noise [B]) (DiT, or LayerDropNet with budget fraction [B]) -> [B, C_out, T].
+
+        Noise level and budget come in as tensors, so a compiled `net` specialises only on the block tuple.
+        """
+        dit = self.dit
         h = dit.embed_inputs(x_in)
-        c = dit.noise_embedder(torch.full((B,), c_noise, device=dev)) + p.c_bpm
-        fr = None
-        if "budget_emb" in self.parts:
-            fr = torch.full((B,), frac, device=dev)
-            c = c + self.parts["budget_emb"](fr)
+        c = dit.noise_embedder(c_noise) + p.c_bpm
+        if frac is not None:
+            c = c + self.parts["budget_emb"](frac)
         for i in blocks:
             h = self.block(i, h, c, p)
-        if "out_adaln" in self.parts:
-            h = self.parts["out_adaln"](h, fr)
+        if frac is not None:
+            h = self.parts["out_adaln"](h, frac)
         return dit.unembed(h, c)
 
     def forward(self, x: Tensor, sigma: float, p: Prepared, blocks: Optional[tuple[int, ...]] = None,
@@ -199,5 +200,7 @@ class FastDenoiser(nn.Module):
         run, frac = self.plan(s, blocks)
         c_in, c_skip = 1.0 / math.sqrt(s * s + sd * sd), sd * sd / (s * s + sd * sd)
         c_out = s * sd / math.sqrt(s * s + sd * sd)
-        f = (net or self.net)(x * c_in, math.log(s) / 4, frac, run, p)
+        B, dev = x.shape[0], x.device
+        fr = torch.full((B,), frac, device=dev) if "budget_emb" in self.parts else None
+        f = (net or self.net)(x * c_in, torch.full((B,), math.log(s) / 4, device=dev), fr, run, p)
         return c_skip * x.float() + c_out * f.float()

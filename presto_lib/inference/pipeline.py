@@ -38,14 +38,14 @@ class FastConfig:
     cuda_graphs: bool = True          # capture the sampling loop as one CUDA graph (CUDA only)
     batch_cfg: bool = True            # CFG: conditional and null passes in one batched forward
     attention: str = "auto"           # "auto" (flash-attn varlen if installed, else SDPA), "sdpa", "flash"
-    text_length: int = 64             # static number of text tokens (captions padded / truncated to it)
+    text_length: int = 64             # static number of text tokens (padded / truncated to it); 0: the encoder's
     threads: int = 0                  # CPU: torch.set_num_threads (0: leave as is)
 
     def __post_init__(self):
         if self.compile_mode == "reduce-overhead" and self.cuda_graphs:
             raise ValueError("compile_mode 'reduce-overhead' makes its own CUDA graphs: set cuda_graphs=False")
-        if self.text_length < 1:
-            raise ValueError(f"text_length must be >= 1, got {self.text_length}")
+        if self.text_length < 0:
+            raise ValueError(f"text_length must be >= 0, got {self.text_length}")
 
 
 def pad_text(emb: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
@@ -205,7 +205,9 @@ class FastTextToMusic:
     def encode_text(self, captions: Sequence[str], bpms: Sequence[float] | Tensor) -> dict[str, Tensor]:
         """Text encoder (static length) -> host mask + device text/BPM, with the null condition appended for CFG."""
         emb, mask = self.text_encoder.encode(list(captions))
-        emb, mask = pad_text(emb.float().cpu(), mask.bool().cpu(), self.fast.text_length)
+        emb, mask = emb.float().cpu(), mask.bool().cpu()
+        if self.fast.text_length:
+            emb, mask = pad_text(emb, mask, self.fast.text_length)
         bpm = torch.as_tensor(bpms, dtype=torch.float32).reshape(-1)
         if len(captions) != bpm.shape[0]:
             raise ValueError(f"{len(captions)} captions but {bpm.shape[0]} BPMs")
@@ -258,7 +260,7 @@ class FastTextToMusic:
         # a graph bakes in the shapes and the flash packing (or whether a mask is needed): one graph per such key
         sig = tuple(cond["mask"].reshape(-1).tolist()) if self.den.use_flash(self.device) else \
             tuple(pl[0] is None for pl in plans)
-        key = (x.shape[0], sig)
+        key = (x.shape[0], cond["text"].shape[1], sig)
         g = self._graphs.get(key)
         if g is None:
             g = self._graphs[key] = self._capture(cond, x, noises, plans)

@@ -12,6 +12,7 @@ dropping (Presto-L, Sec. 3.3) and the Presto-S discriminator head can compose th
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Sequence, Union
 
@@ -248,7 +249,9 @@ class DiT(nn.Module):
     def _block(self, block: nn.Module, h: torch.Tensor, c: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         """One block; with `checkpoint_blocks` (and grad on) its activations are recomputed in backward."""
         if self.checkpoint_blocks and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, h, c, ctx, use_reentrant=False)
+            flags = [p.requires_grad for p in block.parameters()]    # recompute with the forward's flags
+            return torch.utils.checkpoint.checkpoint(block, h, c, ctx, use_reentrant=False, context_fn=lambda: (
+                contextlib.nullcontext(), _requires_grad_as(block, flags)))
         return block(h, c, ctx)
 
     def _block_indices(self, blocks: BlocksArg) -> list[int]:
@@ -267,6 +270,19 @@ class DiT(nn.Module):
     def num_params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+
+@contextlib.contextmanager
+def _requires_grad_as(module: nn.Module, flags: list[bool]):
+    """Parameters' requires_grad set to `flags` for a while (a frozen pass, e.g. Presto-S's GAN term, recomputed)."""
+    old = [p.requires_grad for p in module.parameters()]
+    for p, f in zip(module.parameters(), flags):
+        p.requires_grad_(f)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), old):
+            p.requires_grad_(f)
 
 
 def _per_sample(v: Union[torch.Tensor, float], B: int, name: str, like: torch.Tensor) -> torch.Tensor:
