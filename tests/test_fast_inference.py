@@ -114,6 +114,9 @@ def test_bf16_weights_stay_close(setup):
     assert next(fast.vae.parameters()).dtype == torch.bfloat16
     err = rel(fast.latents(CAPTIONS, BPMS, SEEDS), ref)
     assert 0 < err < BF16_TOL, err
+    wav_ref = reference_system("presto_s", t2m, base)(CAPTIONS, BPMS, SEEDS)
+    err = rel(fast.generate(CAPTIONS, BPMS, SEEDS), wav_ref)      # + the bf16 VAE decoder
+    assert 0 < err < BF16_TOL, err
 
 
 def test_static_text_padding_is_a_no_op(setup):
@@ -128,7 +131,7 @@ def test_static_text_padding_is_a_no_op(setup):
 def test_bad_options_raise(setup):
     t2m, base, _ = setup
     with pytest.raises(ValueError):
-        FastConfig(compile_mode="reduce-overhead", cuda_graphs=True)
+        FastConfig(compile=True, compile_mode="reduce-overhead", cuda_graphs=True)
     with pytest.raises(ValueError):
         fast_system("base", t2m, base, FastConfig(dtype="fp8"))
     with pytest.raises(ValueError):
@@ -168,3 +171,12 @@ def test_checkpoint_blocks_gives_the_same_gradients(setup):
         assert all(p.grad is None or not p.grad.any() for p in m.parameters())
         x_grads.append(xi.grad)
     assert torch.allclose(x_grads[0], x_grads[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_equals_reference(setup):
+    """torch.compile of the DiT trunk and VAE decoder (inductor; ~1 min on one CPU core) changes no result."""
+    t2m, base, _ = setup
+    ref = reference_system("presto_s", t2m, base, latents=True)(CAPTIONS, BPMS, SEEDS)
+    fast = fast_system("presto_s", t2m, base, FastConfig(dtype="fp32", compile=True))
+    assert rel(fast.latents(CAPTIONS, BPMS, SEEDS), ref) < LAT_TOL

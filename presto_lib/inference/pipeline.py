@@ -42,8 +42,9 @@ class FastConfig:
     threads: int = 0                  # CPU: torch.set_num_threads (0: leave as is)
 
     def __post_init__(self):
-        if self.compile_mode == "reduce-overhead" and self.cuda_graphs:
-            raise ValueError("compile_mode 'reduce-overhead' makes its own CUDA graphs: set cuda_graphs=False")
+        if self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and self.cuda_graphs:
+            raise ValueError(f"compile_mode {self.compile_mode!r} makes its own CUDA graphs: set cuda_graphs=False "
+                             "or use 'max-autotune-no-cudagraphs'")
         if self.text_length < 0:
             raise ValueError(f"text_length must be >= 0, got {self.text_length}")
 
@@ -175,7 +176,11 @@ class FastTextToMusic:
             torch.set_num_threads(int(self.fast.threads))
         self.dtype = resolve_dtype(self.fast.dtype, self.device)
         self.den = FastDenoiser(model, self.dtype, self.fast.attention).to(self.device)
-        net = torch.compile(self.den.net, mode=self.fast.compile_mode, dynamic=False) if self.fast.compile else None
+        net = None
+        if self.fast.compile:     # one graph per (block plan, batch) and per system: raise dynamo's limit
+            cfg = torch._dynamo.config
+            cfg.recompile_limit = max(getattr(cfg, "recompile_limit", 8), 64)
+            net = torch.compile(self.den.net, mode=self.fast.compile_mode, dynamic=False)
         self.sampler = FastSampler(self.den, sampler, sigmas, guidance, w, self.fast.batch_cfg, blocks, net)
         self.vae = vae_fast or FastVAE(vae, self.dtype, latent_scale, self.fast.compile, self.fast.compile_mode)
         self.vae.to(self.device)
