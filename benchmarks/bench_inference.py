@@ -99,6 +99,7 @@ def latency(P: dict, a: argparse.Namespace) -> list[dict]:
     dev, cuda = a.device, a.device.startswith("cuda")
     fcfg = FastConfig(dtype=a.dtype, compile=a.compile != "none", cuda_graphs=not a.no_graphs,
                       compile_mode=a.compile if a.compile != "none" else "default", attention=a.attention,
+                      compile_scope=a.compile_scope,
                       text_length=a.text_length)
     te_ref, te_fast, te_name = text_encoders(dev, torch.bfloat16 if cuda and a.dtype != "fp32" else torch.float32,
                                              a.text_length)
@@ -242,7 +243,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls per job (>= 2 on CUDA: graph capture)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
-    ap.add_argument("--compile", default="none", help="torch.compile mode for DiT trunk + VAE decoder, or none")
+    ap.add_argument("--compile", default="auto",
+                    help="torch.compile mode for DiT + VAE decoder, or none (auto: default on CUDA, none on CPU)")
+    ap.add_argument("--compile-scope", default="blocks", choices=("blocks", "trunk"))
     ap.add_argument("--no-graphs", action="store_true", help="no CUDA graph of the sampling loop")
     ap.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash"))
     ap.add_argument("--text-length", type=int, default=64, help="static text tokens; 0: each batch's longest")
@@ -256,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     if a.smoke:
         a.profile, a.device, a.repeats, a.warmup, a.max_batch = "smoke", "cpu", 1, 1, 2
         a.train_profile, a.train_batch = "smoke", 2
+    if a.compile == "auto":
+        a.compile = "default" if a.device.startswith("cuda") else "none"
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -266,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     r = {"command": " ".join(["python benchmarks/bench_inference.py", *(argv if argv is not None else sys.argv[1:])]),
          "profile": a.profile, "sample_rate": P["common"]["sample_rate"], "clip_seconds": P["common"]["clip_seconds"],
          "repeats": a.repeats,
-         "fast": {"dtype": a.dtype, "compile": a.compile, "cuda_graphs": cuda and not a.no_graphs,
+         "fast": {"dtype": a.dtype, "compile": a.compile, "compile_scope": a.compile_scope,
+                  "cuda_graphs": cuda and not a.no_graphs,
                   "attention": a.attention, "text_length": a.text_length},
          "env": {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
                  "device_name": torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu"),

@@ -161,7 +161,14 @@ class FastDenoiser(nn.Module):
 
     def block(self, i: int, x: Tensor, c: Tensor, p: Prepared) -> Tensor:
         """DiTBlock.forward of block i with the cached text keys/values (A.1)."""
-        blk = self.dit.blocks[i]
+        return self.block_fn(self.dit.blocks[i], x, c, p.text_k[i], p.text_v[i], p)
+
+    def compile_blocks(self, mode: str = "default") -> None:
+        """Regional torch.compile: one compiled block function shared by every block (and plan) of a batch size."""
+        self.block_fn = torch.compile(self.block_fn, mode=mode, dynamic=False)
+
+    def block_fn(self, blk: nn.Module, x: Tensor, c: Tensor, text_k: Tensor, text_v: Tensor, p: Prepared) -> Tensor:
+        """One DiTBlock (AdaLN-zero attention + feed-forward) given its text keys/values."""
         a = blk.attn
         B, N, D = x.shape
         H, d = a.num_heads, a.head_dim
@@ -172,7 +179,7 @@ class FastDenoiser(nn.Module):
         k = a.k_norm(k)
         if p.rope is not None:
             q, k = apply_rope(q, *p.rope), apply_rope(k, *p.rope)
-        k, v = torch.cat([k, p.text_k[i]], 1), torch.cat([v, p.text_v[i]], 1)
+        k, v = torch.cat([k, text_k], 1), torch.cat([v, text_v], 1)
         x = x + g_a.unsqueeze(1) * a.proj(self.attend(q, k, v, p).reshape(B, N, D))
         return x + g_m.unsqueeze(1) * blk.mlp(modulate(blk.norm2(x), sh_m, sc_m))
 

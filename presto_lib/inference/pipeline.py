@@ -33,8 +33,10 @@ class FastConfig:
     """Switches of the fast path (each can be turned off to measure what it buys)."""
 
     dtype: str = "auto"               # "auto" (bf16 on CUDA, fp32 on CPU), "bf16", "fp16", "fp32": weight copies
-    compile: bool = False             # torch.compile the DiT trunk and the VAE decoder
+    compile: bool = False             # torch.compile the DiT and the VAE decoder
     compile_mode: str = "default"     # torch.compile mode ("default", "max-autotune-no-cudagraphs", ...)
+    compile_scope: str = "blocks"     # "blocks": one compiled block shared by all (fast to compile); "trunk": the
+                                      # whole net per block plan (more fusion, one compile per plan and batch)
     cuda_graphs: bool = True          # capture the sampling loop as one CUDA graph (CUDA only)
     batch_cfg: bool = True            # CFG: conditional and null passes in one batched forward
     attention: str = "auto"           # "auto" (flash-attn varlen if installed, else SDPA), "sdpa", "flash"
@@ -45,6 +47,8 @@ class FastConfig:
         if self.compile and self.compile_mode in ("reduce-overhead", "max-autotune") and self.cuda_graphs:
             raise ValueError(f"compile_mode {self.compile_mode!r} makes its own CUDA graphs: set cuda_graphs=False "
                              "or use 'max-autotune-no-cudagraphs'")
+        if self.compile_scope not in ("blocks", "trunk"):
+            raise ValueError(f"compile_scope must be 'blocks' or 'trunk', got {self.compile_scope!r}")
         if self.text_length < 0:
             raise ValueError(f"text_length must be >= 0, got {self.text_length}")
 
@@ -180,7 +184,10 @@ class FastTextToMusic:
         if self.fast.compile:     # one graph per (block plan, batch) and per system: raise dynamo's limit
             cfg = torch._dynamo.config
             cfg.recompile_limit = max(getattr(cfg, "recompile_limit", 8), 64)
-            net = torch.compile(self.den.net, mode=self.fast.compile_mode, dynamic=False)
+            if self.fast.compile_scope == "trunk":
+                net = torch.compile(self.den.net, mode=self.fast.compile_mode, dynamic=False)
+            else:
+                self.den.compile_blocks(self.fast.compile_mode)
         self.sampler = FastSampler(self.den, sampler, sigmas, guidance, w, self.fast.batch_cfg, blocks, net)
         self.vae = vae_fast or FastVAE(vae, self.dtype, latent_scale, self.fast.compile, self.fast.compile_mode)
         self.vae.to(self.device)
