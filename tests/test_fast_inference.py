@@ -180,3 +180,25 @@ def test_compiled_fast_path_equals_reference(setup):
     ref = reference_system("presto_ls", t2m, ls, latents=True)(CAPTIONS, BPMS, SEEDS)
     fast = fast_system("presto_ls", t2m, ls, FastConfig(dtype="fp32", compile=True))
     assert rel(fast.latents(CAPTIONS, BPMS, SEEDS), ref) < LAT_TOL
+
+
+def test_flash_varlen_packing_matches_masked_attention(setup, monkeypatch):
+    """The flash-attn varlen plan (host-built packing of real keys) with a plain-torch stand-in for the kernel."""
+    import torch.nn.functional as F
+
+    import presto_lib.inference.dit as fd
+
+    def varlen(q, kv, cu_q, cu_k, max_q, max_k):     # flash_attn_varlen_kvpacked_func's contract, in torch
+        out = []
+        for i in range(len(cu_q) - 1):
+            qi, kvi = q[cu_q[i]:cu_q[i + 1]], kv[cu_k[i]:cu_k[i + 1]]
+            assert kvi.shape[0] <= max_k
+            o = F.scaled_dot_product_attention(qi.transpose(0, 1), kvi[:, 0].transpose(0, 1), kvi[:, 1].transpose(0, 1))
+            out.append(o.transpose(0, 1))
+        return torch.cat(out)
+    monkeypatch.setattr(fd, "_flash_varlen_kvpacked", varlen)
+    monkeypatch.setattr(fd.FastDenoiser, "use_flash", lambda self, device: True)
+    t2m, base, _ = setup
+    ref = reference_system("base", t2m, base, latents=True)(CAPTIONS, BPMS, SEEDS)
+    fast = fast_system("base", t2m, base, FastConfig(dtype="fp32", text_length=12))
+    assert rel(fast.latents(CAPTIONS, BPMS, SEEDS), ref) < LAT_TOL
