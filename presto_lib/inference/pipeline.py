@@ -16,7 +16,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -165,6 +165,20 @@ class FastVAE(nn.Module):
         return self._dec(z.to(self.dtype)).float()
 
 
+def capture_cuda_graph(fn: Callable[..., Tensor], static: list[Tensor]) -> tuple[Callable[[], None], Tensor]:
+    """(replay, output buffer) of fn(*static) captured as one CUDA graph, after two warm-up runs on a side stream."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):          # warm-up: lazy inits, cuBLAS workspaces, torch.compile
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+    return graph.replay, out
+
+
 # ---- the pipeline ----------------------------------------------------------------------------------
 
 class FastTextToMusic:
@@ -264,52 +278,44 @@ class FastTextToMusic:
     @torch.no_grad()
     def sample_latents(self, cond: dict[str, Tensor], x: Tensor, noises: Optional[Tensor]) -> Tensor:
         """The sampling loop (replayed from a CUDA graph when enabled) -> latents [B, C, T] fp32."""
-        x = x.to(self.device, non_blocking=True)
-        noises = None if noises is None else noises.to(self.device, non_blocking=True)
+        x = x.to(self.device)
+        noises = None if noises is None else noises.to(self.device)
         plans = self._plans(cond)
         if not self.use_graphs:
             return self._loop(cond, x, noises, plans)
         # a graph bakes in the shapes and the flash packing (or whether a mask is needed): one graph per such key
         sig = tuple(cond["mask"].reshape(-1).tolist()) if self.den.use_flash(self.device) else \
             tuple(pl[0] is None for pl in plans)
-        key = (x.shape[0], cond["text"].shape[1], sig)
+        masks = [pl[0] for pl in plans if pl[0] is not None]       # SDPA masks: static inputs like the rest
+        extra = ([] if noises is None else [noises]) + masks
+
+        def loop(text: Tensor, bpm: Tensor, x0: Tensor, *rest: Tensor) -> Tensor:
+            rest = list(rest)
+            nz = rest.pop(0) if noises is not None else None
+            pls = [(rest.pop(0) if pl[0] is not None else None, pl[1]) for pl in plans]
+            return self._loop({"text": text, "bpm": bpm}, x0, nz, pls)
+        return self._graphed(("loop", x.shape[0], cond["text"].shape[1], sig), loop, cond["text"], cond["bpm"], x,
+                             *extra, keep=plans)
+
+    def _graphed(self, key: tuple, fn, *inputs: Tensor, keep: Any = None) -> Tensor:
+        """fn(*inputs) replayed from a CUDA graph captured on the first call with these shapes (key).
+
+        `keep`: device tensors the graph reads besides its inputs (e.g. flash-attn packing), kept alive with it.
+        """
         g = self._graphs.get(key)
         if g is None:
-            g = self._graphs[key] = self._capture(cond, x, noises, plans)
-        else:                     # refresh the static inputs; SDPA masks are static buffers too
-            for old, new in zip(g["plans"], plans):
-                if old[0] is not None:
-                    old[0].copy_(new[0])
-            g["text"].copy_(cond["text"])
-            g["bpm"].copy_(cond["bpm"])
-            g["x"].copy_(x)
-            if noises is not None:
-                g["noises"].copy_(noises)
-        g["graph"].replay()
-        return g["out"].clone()             # the static buffer is overwritten by the next replay
-
-    def _capture(self, cond: dict[str, Tensor], x: Tensor, noises: Optional[Tensor], plans: list[tuple]) -> dict:
-        """Capture the whole loop (text K/V + every step) on static buffers, after warm-up on a side stream."""
-        st = {"text": cond["text"].clone(), "bpm": cond["bpm"].clone(), "x": x.clone(), "plans": plans,
-              "noises": None if noises is None else noises.clone()}
-        static = {"text": st["text"], "bpm": st["bpm"], "mask": cond["mask"]}
-        run = lambda: self._loop(static, st["x"], st["noises"], plans)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                run()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            st["out"] = run()
-        st["graph"] = graph
-        return st
+            static = [t.clone() for t in inputs]
+            replay, out = capture_cuda_graph(fn, static)
+            g = self._graphs[key] = {"replay": replay, "in": static, "out": out, "keep": keep}
+        for buf, t in zip(g["in"], inputs):
+            buf.copy_(t)
+        g["replay"]()
+        return g["out"].clone()
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """Latents -> waves [B, 1, clip_samples] (fp32)."""
-        wav = self.vae(z)
+        """Latents -> waves [B, 1, clip_samples] (fp32); a CUDA graph per batch size when graphs are on."""
+        wav = self._graphed(("decode", *z.shape), self.vae, z) if self.use_graphs else self.vae(z)
         if wav.ndim == 2:
             wav = wav[:, None]
         n = wav.shape[-1]
