@@ -171,8 +171,10 @@ def train_memory(P: dict, device: str, batch: int) -> list[dict]:
     C, L, D = int(P["vae"]["latent_dim"]), 32, 384
     rows = []
     for ckpt in (False, True):
-        make = lambda: build_score_model(P["base"]["dit"], in_channels=C, text_dim=D)
-        base = make().to(device)
+        def make():
+            with torch.device(device):      # initialise on the device (a paper-size DiT is slow to init on CPU)
+                return build_score_model(P["base"]["dit"], in_channels=C, text_dim=D)
+        base = make()
         state = base.state_dict()
         G = init_from_base(make, state).to(device)
         fake = FakeScore(init_from_base(make, state), DiscriminatorHead(P["base"]["dit"]["hidden_size"], n_down=2))
@@ -241,7 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-base-batch", action="store_true", help="time the base model at b = 1 only")
     ap.add_argument("--base-steps", type=int, default=None, help="default: base.sample_steps of the profile")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed calls per job (>= 2 on CUDA: graph capture)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per job (the first fast call compiles and "
+                    "captures the CUDA graphs)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
     ap.add_argument("--compile", default="auto",
                     help="torch.compile mode for DiT + VAE decoder, or none (auto: default on CUDA, none on CPU)")

@@ -95,11 +95,12 @@ def build_models(P: dict[str, Any], text_dim: int, device: str | torch.device, s
 
     torch.manual_seed(seed)
     sr, sec = int(P["common"]["sample_rate"]), float(P["common"]["clip_seconds"])
-    vae = VAE(VAEConfig.from_params({**P["vae"], "sample_rate": sr})).to(device).eval()
+    with torch.device(device):        # initialise on the device: a paper-size DiT is slow to initialise on a CPU
+        vae = VAE(VAEConfig.from_params({**P["vae"], "sample_rate": sr})).eval()
+        base = build_score_model(P["base"]["dit"], in_channels=vae.latent_dim, text_dim=text_dim)
     frames = -(-int(sr * sec) // vae.hop_length)
     p = int(P["base"]["dit"].get("patch_size", 1))
     frames = -(-frames // p) * p
-    base = build_score_model(P["base"]["dit"], in_channels=vae.latent_dim, text_dim=text_dim)
     randomize_zero_init(base, seed=seed)
     base = base.to(device).eval()
     ls = randomize_zero_init(LayerDropModel(base, reduced_layer_config()), seed=seed + 1).to(device).eval()
