@@ -56,3 +56,22 @@ def test_bench_tables_writes_tables_3_and_4(tmp_path):
         assert ((t["mono_latency_ms"] - t["generation_ms"] - t["decoding_ms"]).abs() < 1e-6).all()
         assert ((t["stereo_latency_ms"] - t["mono_latency_ms"] - t["m2s_ms"]).abs() < 1e-6).all()
     assert (tmp_path / "table3_latency.md").is_file() and (tmp_path / "table4_max_batch.md").is_file()
+
+
+def test_bench_inference_runs_at_smoke_size(tmp_path):
+    run("benchmarks/bench_inference.py", "--smoke", "--train-mem", "on", "--threads", "1", "--out", str(tmp_path))
+    r = json.loads((tmp_path / "bench_inference.json").read_text())
+    rows = r["latency"]
+    assert {(x["system"], x["path"], x["batch"]) for x in rows} == {
+        (s, p, b) for s in ("base", "presto_s", "presto_ls") for p in ("reference", "fast") for b in (1, 2)}
+    for x in rows:      # per-stage times add up to the end-to-end time of the fast path
+        assert min(x["text_s"], x["generation_s"], x["decode_s"]) >= 0 and x["total_s"] > 0
+        if x["path"] == "fast":
+            assert abs(x["text_s"] + x["generation_s"] + x["decode_s"] - x["total_s"]) < 1e-3
+    assert {(m["turn"], m["checkpoint_blocks"]) for m in r["train_memory"]} == {
+        (t, c) for t in ("fake", "generator") for c in (False, True)}
+    assert "| presto_ls | fast | 1 |" in (tmp_path / "bench_inference.md").read_text()
+    (tmp_path / "skip").mkdir()
+    run("benchmarks/bench_inference.py", "--smoke", "--systems", "presto_s", "--threads", "1", "--out",
+        str(tmp_path / "skip"))
+    assert "CUDA only" in json.loads((tmp_path / "skip" / "bench_inference.json").read_text())["train_memory"]

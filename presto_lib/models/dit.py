@@ -19,11 +19,13 @@ those earlier checkpoints and loads as "sinusoidal".
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Sequence, Union
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 
 from .layers import AttnContext, DiTBlock, FinalLayer, ScalarEmbedder, rope_tables
@@ -154,6 +156,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(
             DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.mlp, cfg.qk_norm, cfg.attn_backend) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(D, p * cfg.out_dim)
+        self.checkpoint_blocks = False      # training memory: recompute each block's activations in backward
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -250,15 +253,15 @@ class DiT(nn.Module):
             for i, block in enumerate(self.blocks):
                 run = plan[:, i]
                 if bool(run.all()):
-                    h = block(h, c, ctx)
+                    h = self._block(block, h, c, ctx)
                 elif bool(run.any()):     # per-sample dropping: dropped samples pass through unchanged
                     idx = run.nonzero().squeeze(1).to(h.device)
-                    h = h.index_copy(0, idx, block(h[idx], c[idx], ctx.select(idx)))
+                    h = h.index_copy(0, idx, self._block(block, h[idx], c[idx], ctx.select(idx)))
                 if return_features:
                     feats.append(h)
             return h, feats
         for i in self._block_indices(blocks):
-            h = self.blocks[i](h, c, ctx)
+            h = self._block(self.blocks[i], h, c, ctx)
             if return_features:
                 feats.append(h)
         return h, feats
@@ -289,6 +292,14 @@ class DiT(nn.Module):
 
     # ---- helpers ----
 
+    def _block(self, block: nn.Module, h: torch.Tensor, c: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        """One block; with `checkpoint_blocks` (and grad on) its activations are recomputed in backward."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            flags = [p.requires_grad for p in block.parameters()]    # recompute with the forward's flags
+            return torch.utils.checkpoint.checkpoint(block, h, c, ctx, use_reentrant=False, context_fn=lambda: (
+                contextlib.nullcontext(), _requires_grad_as(block, flags)))
+        return block(h, c, ctx)
+
     def _block_indices(self, blocks: BlocksArg) -> list[int]:
         if blocks is None:
             return list(range(self.depth))
@@ -305,6 +316,19 @@ class DiT(nn.Module):
     def num_params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+
+@contextlib.contextmanager
+def _requires_grad_as(module: nn.Module, flags: list[bool]):
+    """Parameters' requires_grad set to `flags` for a while (a frozen pass, e.g. Presto-S's GAN term, recomputed)."""
+    old = [p.requires_grad for p in module.parameters()]
+    for p, f in zip(module.parameters(), flags):
+        p.requires_grad_(f)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), old):
+            p.requires_grad_(f)
 
 
 def _per_sample(v: Union[torch.Tensor, float], B: int, name: str, like: torch.Tensor) -> torch.Tensor:
