@@ -16,7 +16,7 @@ from presto_lib.stages.registry import STAGES
 from presto_lib.stages.render import render
 
 ROOT = find_root(Path(__file__).parent)
-LOWER = ("models", "diffusion", "distill", "data", "eval")
+LOWER = ("models", "diffusion", "distill", "inference", "data", "eval")
 
 
 def _stage_bodies():
