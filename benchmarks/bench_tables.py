@@ -33,8 +33,7 @@ from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic
 from presto_lib.diffusion.sampling import sample_pingpong
 from presto_lib.diffusion.score_model import build_score_model
 from presto_lib.distill.presto_l import LayerDropModel, variant_config, with_schedule
-from presto_lib.distill.presto_s import PrestoSConfig
-from presto_lib.distill.presto_s_stage import schedule
+from presto_lib.distill.presto_s import PrestoSConfig, generator_sigmas
 from presto_lib.eval.latency import TABLE_COLUMNS, component_table, max_batch_size, peak_memory
 from presto_lib.models.m2s import M2SConfig, MonoToStereo
 from presto_lib.models.vae import VAE, VAEConfig
@@ -80,7 +79,7 @@ def build(P: dict, a: argparse.Namespace) -> tuple[dict, TextToMusic, MonoToSter
     def generator(model):                                      # ping-pong, no CFG (distilled in), per-seed noise
         def run(b: int) -> torch.Tensor:
             cond, _ = t2m.conditions(["x"] * b, [120.0] * b)
-            sig = schedule(ps_cfg, a.distilled_steps).to(dev)
+            sig = generator_sigmas(ps_cfg, a.distilled_steps).to(dev)
             x = t2m.initial_noise(range(b), float(sig[0]))
             return sample_pingpong(lambda xx, s: model(xx, s, cond), x, sig, disable=True,
                                    generator=torch.Generator(device=dev).manual_seed(0))

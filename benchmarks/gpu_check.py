@@ -28,7 +28,7 @@ from presto_lib.diffusion.score_model import DSMStep, build_score_model
 from presto_lib.distill.presto_l import LayerDropModel
 from presto_lib.distill.presto_ls import reduced_layer_config
 from presto_lib.distill.presto_s import PrestoSConfig
-from presto_lib.distill.presto_s_stage import generator_sampler
+from presto_lib.distill.generator import generator_sampler
 from presto_lib.eval.latency import measure_latency, synchronize, time_systems
 from presto_lib.models.layers import HAS_FLASH_ATTN
 from presto_lib.models.vae import VAE, VAEConfig

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
 from presto_lib.eval.clap import ClapEmbedder, quantize_int16
-from presto_lib.eval.embeddings import get_embedder
+from presto_lib.eval.backbones import get_embedder
 from presto_lib.eval.metrics import clap_score
 from presto_lib.models.text import minilm_dir
 

@@ -31,9 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
+from presto_lib.diffusion.edm import bcast
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong, to_d
 from presto_lib.distill.presto_l import BudgetEmbedder
-from presto_lib.distill.presto_s import null_condition, pingpong_sigmas
+from presto_lib.diffusion.score_model import null_like
+from presto_lib.distill.presto_s import pingpong_sigmas
 
 __all__ = ["CMConfig", "ConsistencyStudent", "guided_teacher", "ode_step", "solve_ode", "distance", "draw_w",
            "batch_inputs", "cm_loss", "CMStep", "sample_cm", "SOLVERS"]
@@ -87,10 +89,6 @@ class CMConfig(edm.EDMConfig):
         return asdict(self)
 
 
-def _bcast(v: Tensor, x: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
 def _per_sample(v: Tensor | float, x: Tensor) -> Tensor:
     """A scalar or [B] value as a float32 (float64 for float64 x) [B] tensor on x's device."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -138,7 +136,7 @@ class ConsistencyStudent(nn.Module):
 # ---- the teacher's PF ODE (eq. 1), per-sample noise levels ----------------------------------------
 
 def guided_teacher(teacher: Callable, cond: dict | None, w: Tensor | None,
-                   null_fn: NullFn = null_condition) -> Callable[[Tensor, Tensor], Tensor]:
+                   null_fn: NullFn = null_like) -> Callable[[Tensor, Tensor], Tensor]:
     """The teacher's denoiser mu_w = mu_u + w (mu_c - mu_u) with a per-sample w [B] (sec. 2.2).
 
     One batched (cond, null) teacher call per evaluation; an unconditional teacher (cond None) ignores w.
@@ -148,7 +146,7 @@ def guided_teacher(teacher: Callable, cond: dict | None, w: Tensor | None,
     uncond = null_fn(cond)
 
     def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
-        return cfg_denoiser(teacher, cond, uncond, _bcast(w.to(x.dtype), x))(x, sigma)
+        return cfg_denoiser(teacher, cond, uncond, bcast(w.to(x.dtype), x))(x, sigma)
     return denoiser
 
 
@@ -157,7 +155,7 @@ def ode_step(denoiser: Callable, x: Tensor, t: Tensor, s: Tensor, solver: str = 
 
     heun: EDM Alg. 1; euler: DDIM, x' = x + (s - t)(x - mu)/t; dpmpp_2s: DPM-Solver++(2S) (`sample_dpmpp_2s`).
     """
-    tb, sb = _bcast(t, x), _bcast(s, x)
+    tb, sb = bcast(t, x), bcast(s, x)
     den = denoiser(x, t)
     x_e = x + (sb - tb) * to_d(x, t, den)
     if solver == "euler":
@@ -167,8 +165,8 @@ def ode_step(denoiser: Callable, x: Tensor, t: Tensor, s: Tensor, solver: str = 
         x_h = x + (sb - tb) * (to_d(x, t, den) + to_d(x_e, s_pos, denoiser(x_e, s_pos))) / 2
     elif solver == "dpmpp_2s":
         m = (t * s_pos).sqrt()                                   # midpoint in log sigma (r = 1/2)
-        x_2 = _bcast(m / t, x) * x + _bcast(1 - m / t, x) * den
-        x_h = _bcast(s_pos / t, x) * x + _bcast(1 - s_pos / t, x) * denoiser(x_2, m)
+        x_2 = bcast(m / t, x) * x + bcast(1 - m / t, x) * den
+        x_h = bcast(s_pos / t, x) * x + bcast(1 - s_pos / t, x) * denoiser(x_2, m)
     else:
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
     return torch.where(sb > 0, x_h, x_e)
@@ -193,7 +191,7 @@ def solve_ode(denoiser: Callable, x: Tensor, t: Tensor, s: Tensor, steps: int | 
         active = k < steps
         t0 = torch.where(active, t0, t0.clamp_min(1e-6)).to(x.dtype if x.is_floating_point() else torch.float32)
         x_new = ode_step(denoiser, x, t0, t1.to(t0.dtype), solver)
-        x = torch.where(_bcast(active, x), x_new, x)
+        x = torch.where(bcast(active, x), x_new, x)
     return x
 
 
@@ -223,7 +221,7 @@ def draw_w(cfg: CMConfig, n: int, device: torch.device, generator: torch.Generat
 
 
 def cm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, cond: dict | None,
-            cfg: CMConfig, null_fn: NullFn = null_condition,
+            cfg: CMConfig, null_fn: NullFn = null_like,
             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """L_CD (Song et al. eq. 7) with the CFG weight as an input: one teacher step t_{n+1} -> t_n, target phi-."""
     B, dev = x0.shape[0], x0.device
@@ -231,7 +229,7 @@ def cm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, 
     n = (_rand((B,), generator, dev) * (cfg.n_levels - 1)).long().clamp(max=cfg.n_levels - 2)
     t, t_next = grid[n], grid[n + 1]                               # t_{n+1} > t_n >= sigma_min (Song's indices)
     w = draw_w(cfg, B, dev, generator)
-    x_t = x0 + _bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
+    x_t = x0 + bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
     with torch.no_grad():
         x_next = solve_ode(guided_teacher(teacher, cond, w, null_fn), x_t, t, t_next, 1, cfg.solver, cfg.rho)
         tgt = target(x_next, t_next, cond, w=w)                     # f_phi-(x^_{t_n}, t_n, w)
@@ -273,7 +271,7 @@ class CMStep:
     """
 
     def __init__(self, cfg: CMConfig, module: str = "student", teacher: str = "teacher", crop_frames: int = 0,
-                 null_fn: NullFn = null_condition):
+                 null_fn: NullFn = null_like):
         self.cfg, self.module, self.teacher, self.crop, self.null_fn = cfg, module, teacher, int(crop_frames), null_fn
 
     def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:

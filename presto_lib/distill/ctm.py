@@ -42,9 +42,11 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion import edm
-from presto_lib.distill.cm import (CMConfig, NullFn, _bcast, _per_sample, _rand, batch_inputs, distance,
+from presto_lib.diffusion.edm import bcast
+from presto_lib.distill.cm import (CMConfig, NullFn, _per_sample, _rand, batch_inputs, distance,
                                    guided_teacher, draw_w, solve_ode, target_module)
-from presto_lib.distill.presto_s import frozen, null_condition, pingpong_sigmas
+from presto_lib.diffusion.score_model import null_like
+from presto_lib.distill.presto_s import frozen, pingpong_sigmas
 
 __all__ = ["CTMConfig", "VARIANTS", "ctm_config", "ctm_jump", "feature_distance", "last_layer", "adaptive_weight",
            "ctm_loss", "CTMStep", "sample_ctm"]
@@ -99,8 +101,8 @@ def ctm_jump(model: Callable, x: Tensor, t: Tensor | float, s: Tensor | float, c
     t, s = _per_sample(t, x), _per_sample(s, x)
     t_eval = t.clamp_min(sigma_floor)                     # g is evaluated where it matters (t > 0) only
     g = model(x, t_eval, cond, w=w, s=s)
-    r = _bcast(torch.where(s >= t, torch.ones_like(t), s / t_eval), x)
-    return torch.where(_bcast(s >= t, x), x, r * x + (1 - r) * g)
+    r = bcast(torch.where(s >= t, torch.ones_like(t), s / t_eval), x)
+    return torch.where(bcast(s >= t, x), x, r * x + (1 - r) * g)
 
 
 def feature_distance(teacher: Callable, a: Tensor, b: Tensor, sigma: Tensor, cond: dict | None) -> Tensor:
@@ -137,7 +139,7 @@ def adaptive_weight(l_main: Tensor, l_aux: Tensor, layer: Tensor | None, max_wei
 
 
 def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, cond: dict | None,
-             cfg: CTMConfig, null_fn: NullFn = null_condition,
+             cfg: CTMConfig, null_fn: NullFn = null_like,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """L_CTM (Kim et al. eq. 7) without the GAN term, + dsm_weight L_DSM; d on teacher features or raw outputs."""
     B, dev, N = x0.shape[0], x0.device, cfg.n_levels
@@ -148,7 +150,7 @@ def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor,
     u = torch.minimum(i + k, j)                                                          # t > u >= s
     t, s, tu = grid[i], grid[j], grid[u]
     w = draw_w(cfg, B, dev, generator)
-    x_t = x0 + _bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
+    x_t = x0 + bcast(t, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
     zero = torch.zeros_like(s)
     with torch.no_grad():
         x_u = solve_ode(guided_teacher(teacher, cond, w, null_fn), x_t, t, tu, u - i, cfg.solver, cfg.rho)
@@ -168,7 +170,7 @@ def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor,
     logs = {"ctm_dist": float(per.detach().mean()), "teacher_steps": float((u - i).float().mean())}
     if cfg.dsm_weight > 0:                 # CTM's L_DSM (eq. 3): g(x, sigma, sigma) is the denoiser, log-normal sigma
         sig = (cfg.p_mean + cfg.p_std * _rand((B,), generator, dev, "randn")).exp()
-        x_d = x0 + _bcast(sig, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
+        x_d = x0 + bcast(sig, x0) * _rand(tuple(x0.shape), generator, dev, "randn")
         dsm = (edm.edm_loss_weight(sig, cfg.sigma_data) * distance(student(x_d, sig, cond, w=w, s=sig), x0)).mean()
         bal = adaptive_weight(loss, dsm, last_layer(student)) if cfg.dsm_adaptive else 1.0
         loss = loss + cfg.dsm_weight * bal * dsm
@@ -186,7 +188,7 @@ class CTMStep:
     """
 
     def __init__(self, cfg: CTMConfig, module: str = "student", teacher: str = "teacher", crop_frames: int = 0,
-                 null_fn: NullFn = null_condition):
+                 null_fn: NullFn = null_like):
         self.cfg, self.module, self.teacher, self.crop, self.null_fn = cfg, module, teacher, int(crop_frames), null_fn
 
     def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:

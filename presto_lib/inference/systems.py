@@ -3,7 +3,7 @@
 Used by `benchmarks/bench_inference.py` and the tests: every system is a (reference, fast) pair that takes
 (captions, bpms, seeds) and returns audio, so a table compares them under identical conditions. The samplers are
 the paper's: the base model with DPM-2S + CFG++ (w = 0.8, A.1) on eq. 9's schedule; Presto-S / Presto-LS with
-4-step ping-pong sampling (sec. 3.1) on `presto_s_stage.schedule`; Presto-LS's generator is a LayerDropModel with
+4-step ping-pong sampling (sec. 3.1) on `presto_s.generator_sigmas`; Presto-LS's generator is a LayerDropModel with
 the reduced schedule [12, 8, 8, 0, 0] (sec. 3.4).
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic
-from presto_lib.distill.presto_s import PrestoSConfig
-from presto_lib.distill.presto_s_stage import generator_sampler, schedule
+from presto_lib.distill.presto_s import PrestoSConfig, generator_sigmas
+from presto_lib.distill.generator import generator_sampler
 from presto_lib.inference.pipeline import FastConfig, FastTextToMusic, FastVAE
 
 __all__ = ["SYSTEMS", "randomize_zero_init", "fast_system", "reference_system"]
@@ -79,7 +79,7 @@ def fast_system(name: str, t2m: TextToMusic, model: nn.Module, fast: FastConfig 
                                               guidance=cfg.guidance, w=cfg.w, fast=fast, vae_fast=vae_fast,
                                               blocks=cfg.model_kwargs.get("blocks"))
     if name in ("presto_s", "presto_ls"):
-        sig = schedule(ps_cfg or PrestoSConfig(), steps or 4).tolist()
+        sig = generator_sigmas(ps_cfg or PrestoSConfig(), steps or 4).tolist()
         return FastTextToMusic.from_reference(t2m, model, sampler="pingpong", sigmas=sig, guidance="cond",
                                               fast=fast, vae_fast=vae_fast)
     raise ValueError(f"unknown system {name!r}; choose one of {', '.join(SYSTEMS)}")
