@@ -42,7 +42,7 @@ def test_fad_identical_set_is_zero_and_rank_deficient_is_real_nonnegative():
     y = rng.normal(size=(15, 64)) * 1.01
     v = fad(x, y)
     assert isinstance(v, float) and np.isfinite(v) and v >= 0
-    assert fad(x, y) == pytest.approx(fad(y, x), rel=1e-9)
+    assert fad(x, y) == pytest.approx(fad(y, x), rel=1e-7)   # rank-deficient sqrtm: ~2e-9 relative BLAS-order noise
 
 
 def test_gaussian_stats_unbiased_cov():
