@@ -8,7 +8,8 @@
 # The paper's CPU number (sec. 4.7: Presto-LS RTF for 32 s mono at the paper's model size, random weights) is a
 # separate benchmark command, not a pipeline stage (it takes long on a laptop):
 #
-#     python benchmarks/bench_tables.py --profile paper --device cpu --systems presto_ls --clip-seconds 32 --no-max-batch
+#     python benchmarks/bench_tables.py --profile paper --device cpu --systems presto_ls \
+#         --clip-seconds 32 --no-max-batch
 #
 # and the same Tables 3-4 at the paper's size on a GPU: `python benchmarks/bench_tables.py --profile paper
 # --device cuda --amp`.
@@ -46,8 +47,10 @@ A, TABLES, FIGURES = P["artefacts"], S.results / "tables", S.results / "figures"
 # > latent codes (i.e. starting noise and all other added gaussian noise during sampling), only changing ρ, from
 # > the standard of 7 to 1000." (A.5)
 #
-# $\sigma_{i<N} = \left(\sigma_{\max}^{1/\rho} + \tfrac{i}{N-1}(\sigma_{\min}^{1/\rho} - \sigma_{\max}^{1/\rho})\right)^\rho$
-# (eq. 9). `eval.rho_sweep.NoiseBank` draws the start noise and every re-noise once per seed and reuses them for
+# $$\sigma_{i<N} = \left(\sigma_{\max}^{1/\rho} + \tfrac{i}{N-1}(\sigma_{\min}^{1/\rho} -
+# \sigma_{\max}^{1/\rho})\right)^\rho \qquad \text{(eq. 9)}$$
+#
+# `eval.rho_sweep.NoiseBank` draws the start noise and every re-noise once per seed and reuses them for
 # every ρ. The table measures how far each ρ moves the outputs from ρ = 7, relative to the distance between two
 # *different* latent codes at ρ = 7 (1 = as different as another seed).
 

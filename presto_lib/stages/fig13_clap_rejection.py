@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     claims = check_rejection_claims(sweep, ev.clap_name, float(A["rejection_tolerance"]))
     claims.to_csv(S.tables / "fig13_claims.csv", index=False)
     write_text(S.tables / "fig13_clap_rejection.md",
-               f"Presto-LS ({steps} steps), {len(prompts)} test prompts x {k} candidates; CLAP rejection per prompt.\n\n"
+               f"Presto-LS ({steps} steps), {len(prompts)} test prompts x {k} candidates; CLAP rejection per "
+               "prompt.\n\n"
                + sweep.to_markdown(index=False, floatfmt=".4g") + "\n\nClaims (largest r vs r = 0):\n\n"
                + claims.to_markdown(index=False, floatfmt=".4g") + "\n")
     set_theme()
