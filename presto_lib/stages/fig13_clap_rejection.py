@@ -41,6 +41,7 @@ def plot_sweep(sweep: pd.DataFrame, clap_name: str):
         r0 = sweep[sweep["r"] == 0.0]
         ax.plot(r0["r"], r0[c], "*", color=PALETTE[3], ms=12, label="Presto-LS (r = 0)")
         ax.set_xlabel("rejection ratio r")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(c + (" (lower is better)" if c in ("FAD", "MMD") else ""), fontsize=9)
     axes[0].legend(fontsize=7)
     return fig
