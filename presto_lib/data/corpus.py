@@ -81,6 +81,16 @@ def prepare_clip(x: np.ndarray, sr: int, cfg: dict) -> tuple[np.ndarray | None, 
     return y, ""
 
 
+def prepare_stereo_clip(x: np.ndarray, sr: int, cfg: dict) -> tuple[np.ndarray | None, str]:
+    """`prepare_clip` for a stereo clip [2, T]: silence checks and loudness on the mid, one gain for both channels."""
+    mid = np.asarray(x, np.float64).mean(0)
+    y, why = prepare_clip(mid, sr, cfg)
+    if y is None:
+        return None, why
+    gain = float(np.sqrt(np.mean(y.astype(np.float64) ** 2) / max(np.mean(mid ** 2), 1e-20)))
+    return (np.asarray(x, np.float64) * gain).astype(np.float32), ""
+
+
 def render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> dict:
     """Parse, arrange, render and cut one piece -> {'rows': [...], 'error': str, 'dropped': {reason: n}}.
 
@@ -121,6 +131,7 @@ def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> di
         piece = tile(piece, min(int(cfg.get("max_repeats", 4)), math.ceil(need_ql / max(piece.length_ql, 1e-6))))
     t_lo, t_hi = cfg.get("transpose_range", [-3, 3])
     f_lo, f_hi = cfg.get("tempo_range", [0.85, 1.2])
+    stereo = bool(cfg.get("stereo", False))   # stereo renders (the M2S model's data): clips [2, T]
     perfs = []
     for r in range(task.renders):
         shift, factor = 0, 1.0
@@ -136,7 +147,8 @@ def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> di
         out["error"] = f"too short for one {clip_s:g} s clip ({piece.length_ql:g} quarter notes)"
         return out
     try:
-        audio = render_performances([p for _, p in perfs], sr, cfg.get("soundfont"), float(cfg.get("gain", 0.5)))
+        audio = render_performances([p for _, p in perfs], sr, cfg.get("soundfont"), float(cfg.get("gain", 0.5)),
+                                    stereo=stereo, pan_spread=float(cfg.get("pan_spread", 0.0)))
     except Exception as e:
         out["error"] = f"render: {e}"
         return out
@@ -146,8 +158,9 @@ def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> di
     folder = Path(audio_dir) / task.style / task.piece_id
     for (r, perf), (x, _) in zip(perfs, audio):
         for j in range(perf.n_clips):
-            clip = x[j * n:(j + 1) * n]
-            clip, why = prepare_clip(clip, sr, cfg) if len(clip) == n else (None, "short")
+            clip = x[..., j * n:(j + 1) * n]
+            clip, why = (prepare_stereo_clip if stereo else prepare_clip)(clip, sr, cfg) \
+                if clip.shape[-1] == n else (None, "short")
             if clip is None:
                 out["dropped"][why] = out["dropped"].get(why, 0) + 1
                 continue

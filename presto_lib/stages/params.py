@@ -383,10 +383,53 @@ class ListeningParams(Group):
     simulate: dict
 
 
+@dataclass(frozen=True)
+class ArtefactsParams(Group):
+    """params `artefacts` (Fig. 9, Fig. 13, the 79-NFE base row, Tables 3-4)."""
+    rho_values: list[float]
+    rho_prompt: int = _F(min=0)
+    rho_seeds: list[int]
+    rho_steps: int | None = _F(min=1)
+    rejection_k: int = _F(min=1)
+    rejection_prompts: int | None = _F(min=1)
+    rejection_ratios: list[float]
+    rejection_tolerance: float = _F(min=0)
+    base_paper_steps: int = _F(min=1)
+    latency_warmup: int = _F(min=0)
+    latency_repeats: int = _F(min=1)
+    memory_cap_gb: float = _F(gt=0)
+    batch_limit: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class M2sParams(Group):
+    """params `m2s` (mono-to-stereo model and its stereo renders)."""
+    out_dir: str
+    styles: list[str]
+    max_pieces_per_style: int = _F(min=1)
+    max_clips_per_style: int = _F(min=1)
+    pan_spread: float = _F(min=0, max=1)
+    n_fft: int = _F(min=4)
+    hop_length: int = _F(min=1)
+    channels: int = _F(min=1)
+    layers: int = _F(min=1)
+    lr: float = _F(gt=0)
+    batch_size: int = _F(min=1)
+    steps: int = _F(min=1)
+    segment_s: float = _F(min=0)
+    side_weight: float = _F(min=0)
+    stft_weight: float = _F(min=0)
+    grad_clip: float = _F(min=0)
+    ema_decay: float = _F(min=0, max=1)
+    ckpt_every: int = _F(min=1)
+    log_every: int = _F(min=1)
+    examples: int = _F(min=0)
+
+
 GROUPS: dict[str, type[Group]] = {"common": CommonParams, "edm": EdmParams, "corpus": CorpusParams, "vae": VaeParams,
                                   "metrics": MetricsParams, "base": BaseParams, "presto_l": PrestoLParams,
                                   "presto_s": PrestoSParams, "presto_ls": PrestoLsParams,
-                                  "listening": ListeningParams}
+                                  "listening": ListeningParams, "artefacts": ArtefactsParams, "m2s": M2sParams}
 
 
 def typed_params(P: dict[str, Any]) -> dict[str, Group]:
