@@ -196,6 +196,14 @@ print({k: round(v, 4) for k, v in batch_logs.items()})
 # same number of steps with the same data order, learning rate and EMA (`profiles/presto_l.yaml`). Their DSM losses
 # are only comparable where the budgets agree (the shifted variants drop different blocks), so the curves show how
 # each run settles rather than which model is better.
+#
+# **Multi-GPU fine-tuning (issue #15, item 7; fixed).** A.1 trains "all layer distillation methods for 60K
+# iterations with a batch size of 12 across 16 A100 GPUs". Blocks dropped for a whole batch get no gradient, and
+# DDP built with `find_unused_parameters=False` stopped with "Expected to have finished reduction" on 2 processes.
+# The training loop now asks DDP to look for unused parameters for every module that may skip some
+# (`train.skips_parameters`: ASE, Presto-L, the Presto-LS generator, the L-Fake score), and
+# `tests/test_train_ddp.py` checks that 2-process (gloo) training equals 1-process training at the same global
+# batch. The `cpu` and `smoke` profiles train in one process.
 
 # %%
 info = {v: json.loads((OUT / v / "info.json").read_text()) for v in ["base", *VARIANTS]}
