@@ -251,7 +251,7 @@ plt.show()
 
 # %%
 bc = B["bpm_check"]
-caps = [p["caption"] for p in prompts[: int(bc["prompts"])]]
+caps = list(dict.fromkeys(p["caption"] for p in prompts))[: int(bc["prompts"])]   # distinct captions
 bpm_rows = []
 for c in caps:
     for s in range(SEED, SEED + int(bc["seeds"])):
