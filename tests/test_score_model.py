@@ -178,3 +178,20 @@ def test_train_base_exports_ema_resumes_and_refuses_new_settings(tmp_path, capsy
     ctx = train_base(P, tmp_path / "latents", out, restart=True)    # asked for: start afresh
     assert ctx.step == 5 and "resumed" not in capsys.readouterr().out
     assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5
+
+
+def test_bpm_pairs_counts_wins_and_tempo_ratios():
+    import pandas as pd
+
+    from presto_lib.stages.base import bpm_pairs
+
+    rows = [("a", 0, 80.0, 100.0), ("a", 0, 150.0, 150.0), ("a", 1, 80.0, 120.0), ("a", 1, 150.0, 60.0),
+            ("b", 0, 150.0, 90.0), ("b", 0, 80.0, 45.0)]
+    est = pd.DataFrame(rows, columns=["caption", "seed", "target", "estimated"]).sample(frac=1, random_state=0)
+    p = bpm_pairs(est, 80.0, 150.0).set_index(["caption", "seed"])
+    assert len(p) == 3 and int(p.win.sum()) == 2
+    assert p.loc[("a", 0), "ratio"] == pytest.approx(1.5) and p.loc[("a", 1), "ratio"] == pytest.approx(0.5)
+    assert p.loc[("b", 0), ["est_low", "est_high"]].tolist() == [45.0, 90.0]      # low/high not swapped
+    assert p.ratio.median() == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        bpm_pairs(est, 150.0, 80.0)

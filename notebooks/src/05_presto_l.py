@@ -48,7 +48,8 @@ from presto_lib.data.latents import load_latent_split
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.pipeline import TextToMusic
 from presto_lib.diffusion.score_model import load_score_model
-from presto_lib.distill.layer_drop import REF_DEPTH, SCHEDULES, DropSchedule, hidden_variance, inference_quantile
+from presto_lib.distill.layer_drop import (REF_DEPTH, SCHEDULES, DropSchedule, bucket_shares, finetune_sigma,
+                                          hidden_variance, inference_quantile)
 from presto_lib.distill.presto_l import VARIANTS, LayerDropModel, load_layer_drop_model, presto_l_loss
 from presto_lib.stages.base import sampling_config
 from presto_lib.stages.presto_l import stage_config
@@ -82,10 +83,15 @@ print(f"profile {P['profile']}: base DiT with {L} blocks, hidden {base.net.hidde
 # (round half up, at most $L - 1$). Presto-LS (sec. 3.4) reuses the same code with the reduced schedule
 # $[12, 8, 8, 0, 0]$. The table lists which blocks run in each quintile for ASE and for Presto-L's shifted dropping.
 #
-# The last column is worth a look: the fine-tune draws $\sigma$ from DSM's *training* distribution (log-normal,
-# $P_{mean} = -0.4$, $P_{std} = 1$), as ASE and the paper do, and that distribution puts almost nothing in the two
-# highest-noise quintiles of the *inference* distribution. The largest budgets are used at sampling time but are
-# hardly ever trained.
+# The last two columns are worth a look. DSM's *training* distribution (log-normal, $P_{mean} = -0.4$,
+# $P_{std} = 1$) puts almost nothing in the two highest-noise quintiles of the *inference* distribution, so a
+# fine-tune drawing from it (this project's earlier setting) hardly ever trained the 14- and 12-drop budgets,
+# which sampling uses for 40% of its steps. The paper gives no fine-tune distribution for Presto-L; ASE, whose
+# recipe it follows ("we follow ASE ... dropping layers depending on the noise level", sec. 3.3), samples the
+# diffusion time $t$ *uniformly*, which gives each bucket 20%. **Fixed:** `presto_l.sigma_dist: inf` draws
+# $\sigma$ from eq. 9 with $u \sim U[0, 1]$ (`layer_drop.finetune_sigma`), so every bucket gets 1/5 of the
+# fine-tune samples (`layer_drop.bucket_shares`; `tests/test_presto_l.py` asks >= 10% per bucket). "stratified"
+# (exactly 1/5 per batch) and "mix" (`sigma_mix` of eq. 9, the rest log-normal) are the alternatives.
 
 # %%
 cfg_ase, cfg_pl = stage_config("ase", P), stage_config("presto_l", P)
@@ -99,7 +105,11 @@ mid_sigma = [float(inference_quantile((k + 0.5) / K, cfg_pl.sigma_min, cfg_pl.si
              for k in range(K)]          # the median sigma of each quintile
 train_draws = edm.sample_sigma_train(100_000, cfg_pl.p_mean, cfg_pl.p_std,
                                      generator=torch.Generator().manual_seed(SEED))
-schedule_table["share of training draws"] = torch.bincount(sch_pl.bucket(train_draws), minlength=K).numpy() / 1e5
+schedule_table["share of log-normal draws"] = bucket_shares(sch_pl, train_draws).numpy()
+ft_draws = finetune_sigma(cfg_pl.sigma_dist, 100_000, mix=cfg_pl.sigma_mix, p_mean=cfg_pl.p_mean, p_std=cfg_pl.p_std,
+                          sigma_min=cfg_pl.sigma_min, sigma_max=cfg_pl.sigma_max, rho=cfg_pl.rho,
+                          generator=torch.Generator().manual_seed(SEED))
+schedule_table[f"share of fine-tune draws ({cfg_pl.sigma_dist})"] = bucket_shares(sch_pl, ft_draws).numpy()
 print(f"{PL['schedule']} scaled to {L} blocks: {list(sch_pl.drops)}; Presto-LS would drop "
       f"{list(DropSchedule.build('presto_ls', L).drops)}")
 print(f"blocks run per step, averaged over the inference distribution: {sch_pl.expected_fraction_run():.1%} "
@@ -168,8 +178,8 @@ init_table
 # %% [markdown]
 # ## 4. The training objective
 #
-# Each fine-tuning step draws $\sigma$ from DSM's log-normal training distribution (as ASE and the paper do), looks
-# up the budget of its quintile, and runs only the scheduled blocks. The loss is DSM (eq. 3), plus, when the
+# Each fine-tuning step draws $\sigma$ from `presto_l.sigma_dist` (eq. 9 with $u \sim U[0, 1]$, ASE's uniform $t$;
+# see the schedule table), looks up the budget of its quintile, and runs only the scheduled blocks. The loss is DSM (eq. 3), plus, when the
 # self-teacher is on, the squared distance between the normalised stack output with dropping and the (stop-gradient)
 # one of the same weights at full depth. On one batch of the base model, before any fine-tuning:
 
@@ -186,6 +196,14 @@ print({k: round(v, 4) for k, v in batch_logs.items()})
 # same number of steps with the same data order, learning rate and EMA (`profiles/presto_l.yaml`). Their DSM losses
 # are only comparable where the budgets agree (the shifted variants drop different blocks), so the curves show how
 # each run settles rather than which model is better.
+#
+# **Multi-GPU fine-tuning (issue #15, item 7; fixed).** A.1 trains "all layer distillation methods for 60K
+# iterations with a batch size of 12 across 16 A100 GPUs". Blocks dropped for a whole batch get no gradient, and
+# DDP built with `find_unused_parameters=False` stopped with "Expected to have finished reduction" on 2 processes.
+# The training loop now asks DDP to look for unused parameters for every module that may skip some
+# (`train.skips_parameters`: ASE, Presto-L, the Presto-LS generator, the L-Fake score), and
+# `tests/test_train_ddp.py` checks that 2-process (gloo) training equals 1-process training at the same global
+# batch. The `cpu` and `smoke` profiles train in one process.
 
 # %%
 info = {v: json.loads((OUT / v / "info.json").read_text()) for v in ["base", *VARIANTS]}
@@ -203,6 +221,24 @@ plt.tight_layout()
 plt.show()
 pd.DataFrame({NAMES[v]: {"fine-tune seconds": info[v].get("finetune_s"), "steps": int(PL["steps"]),
                          "final DSM": logs[v].dsm.iloc[-1]} for v in VARIANTS}).T.round(4)
+
+# %% [markdown]
+# **Does every budget get trained?** The budget embedding's output layer is zero-initialised, so its RMS per
+# bucket is 0 before fine-tuning; a budget the fine-tune never visits would stay (near) 0. Below: the RMS of the
+# embedding of each bucket's budget (highest noise first) at initialisation and after fine-tuning, for the
+# variants with budget conditioning, beside the share of fine-tune samples each bucket received.
+
+# %%
+tuned = {v: load_layer_drop_model(OUT / v / "model")[0] for v in VARIANTS if stage_config(v, P).budget}
+budget_norms = pd.DataFrame(
+    {"quintile": range(K), "dropped": list(sch_pl.drops),
+     f"share of fine-tune draws ({cfg_pl.sigma_dist})": bucket_shares(sch_pl, ft_draws).numpy(),
+     "RMS at init": fresh.budget_embedding_norms(),
+     **{f"RMS after ({NAMES[v]})": m.budget_embedding_norms() for v, m in tuned.items()}})
+moved = {v: all(x > 0 for x in m.budget_embedding_norms()) for v, m in tuned.items()}
+print("budget embedding moved from zero in every bucket after fine-tuning: "
+      + ", ".join(f"{NAMES[v]} {'yes' if ok else 'NO'}" for v, ok in moved.items()))
+budget_norms.round(5)
 
 # %% [markdown]
 # ## 6. Fig. 6 and Fig. 10: quality vs number of sampling steps

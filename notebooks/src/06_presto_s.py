@@ -59,7 +59,7 @@ from presto_lib.audio import mel_spectrogram
 from presto_lib.diffusion.pipeline import TextToMusic, read_prompts
 from presto_lib.diffusion.score_model import load_score_model
 from presto_lib.distill import toy
-from presto_lib.distill.presto_s import PrestoSConfig, pingpong_sigmas
+from presto_lib.distill.presto_s import PrestoSConfig, native_budget, pingpong_sigmas
 from presto_lib.distill.generator import generator_sampler, schedule
 from presto_lib.stages.presto_s import run_config
 from presto_lib.stages.evaluation import make_evaluator
@@ -133,13 +133,29 @@ plt.show()
 # prompts are written with ping-pong sampling (sec. 3.1): denoise with $G$, re-noise to the next level, repeat.
 # The $n$-step schedule is eq. 9 on an $(n+1)$-level grid without its last level $\sigma_{\min}$ (a ping-pong step at
 # $\sigma_{\min} \approx 0$ would be an identity):
+#
+# **Optimiser and run length (issue #15, item 6; fixed).** A.1: "we use a learning rate of 5e-7 with Adam. For all
+# step distillation methods, we distill each model with a batch size of 80 across 16 Nvidia A100 GPUs for 32K
+# iterations." Presto-S follows DMD2 (Yin et al. 2024), whose code trains both players with AdamW, betas (0.9,
+# 0.999) and weight decay 0.01. This project used Adam with betas (0.0, 0.99), found in neither paper; both players
+# now use DMD2's setting (`presto_s.train.optimizer: dmd2`, `distill.optim.OPTIM_PRESETS`; the earlier choice is the
+# `gan` preset). **32K iterations:** DMD2's loop updates the fake player at every iteration and the generator every
+# 5th, so 32K iterations are 32K fake updates + 6.4K generator updates; our loop updates one player per step
+# (Algorithm 1, line 4), so the same work is `optim.loop_steps(32000)` = 38,400 steps, the paper profile's
+# `presto_s.train.iterations` (reading "iteration" as a generator update would give 192,000).
+#
+# **Discriminator head of the baselines (item 3; fixed).** Sec. 3.2.3 contrasts Presto-S's head, which only
+# partially downsamples to a 1-D map of logits over latent time, with DMD2's, which downsamples "into a single
+# probability". The runs that stand for DMD2-style baselines (the three non-saturating rows of Table 1 and DMD-GAN)
+# now use DMD2's head (`disc_head: dmd2`, `discriminator.DMD2Head`); the least-squares rows use Presto-S's.
 
 # %%
 for k in (1, 2, 3, 4):
     print(f"{k} steps:", np.round(pingpong_sigmas(k).numpy(), 3))
 info = {r: json.loads((OUT / r / "info.json").read_text()) for r in PS["runs"]}
 runs = pd.DataFrame([{"run": r, **{k: run_config(r, P).to_dict()[k] for k in
-                                  ("p_gen", "p_dmd", "p_dsm", "p_gan", "gan_loss", "use_dmd", "discrete_levels")},
+                                  ("p_gen", "p_dmd", "p_dsm", "p_gan", "gan_loss", "disc_head", "use_dmd",
+                                   "discrete_levels")},
                       "iterations": i["iterations"], "generator updates": i["generator_updates"],
                       "distill s": round(i["distill_s"], 1)} for r, i in info.items()])
 runs
@@ -172,7 +188,8 @@ plt.show()
 ev = make_evaluator(P, "presto_s")
 CLAP = ev.clap_name
 table_steps = int(PS["table_steps"])
-scores = {r: ev.evaluate_dir(OUT / r / f"steps_{table_steps}", system=r) for r in PS["runs"]}
+scores = {r: ev.evaluate_dir(OUT / r / f"steps_{table_steps}", system=r) for r in PS["runs"]
+          if native_budget(run_config(r, P), table_steps)}       # discrete_k runs: Fig. 5 at their own k only
 PAPER_T1 = {  # Table 1: (p_gen, p_dmd, p_dsm, p_gan) -> FAD, MMD, CLAP (LAION-CLAP backbone)
     ("ls", "inf", "inf", "inf", "inf"): (0.37, 1.73, 27.45), ("ls", "inf", "inf", "train", "inf"): (0.37, 1.58, 26.45),
     ("ls", "inf", "inf", "train", "train"): (0.37, 1.51, 24.90), ("ls", "inf", "train", "train", "inf"): (0.27, 1.27, 33.12),
@@ -202,14 +219,19 @@ table1.round(4)
 # %% [markdown]
 # ## 4. Fig. 5: continuous vs discrete generator inputs over 1-4 steps
 #
-# The discrete run is Presto-S with DMD2's generator inputs: $\sigma$ drawn from the 4 levels of the 4-step schedule
-# only. Sampled with fewer steps it must use levels it was trained on: each level of the $k$-step schedule is
-# snapped to its nearest trained level. The continuous generator takes the $k$-step schedule as it is.
+# A discrete run is Presto-S with DMD2's generator inputs: $\sigma$ drawn from the $k$ levels of the $k$-step schedule
+# only. Sec. 4.2 compares against *separate* discrete models per step budget ("the 1 and 2-step discrete models
+# show slightly better FAD metrics than continuous on 1 and 2-step sampling"). **Fixed (issue #15, item 5):** the
+# earlier single 4-level model, snapped to its levels at 1-3 steps, is replaced by one model per budget,
+# `discrete_1` ... `discrete_4` (`presto_s.discrete_runs`), and `discrete_k` is sampled at exactly $k$ steps, on its
+# own levels (`presto_s.native_budget`). The one continuous generator takes every $k$-step schedule as it is.
 
 # %%
 curve_rows = []
 for r in PS["curve_runs"]:
     for k in PS["eval_steps"]:
+        if not native_budget(run_config(r, P), k):
+            continue                                  # discrete_k: only at its own k steps
         row = scores[r] if int(k) == table_steps else ev.evaluate_dir(OUT / r / f"steps_{k}", system=r)
         curve_rows.append({"run": r, "inputs": "discrete" if run_config(r, P).discrete_levels else "continuous",
                            "steps": int(k), "FAD": row["FAD"], "MMD": row["MMD"], CLAP: row[CLAP]})
@@ -240,7 +262,8 @@ gens = {r: load_score_model(OUT / r / "generator")[0] for r in (PS["discrete_run
 prompts = read_prompts(PS["manifest"], "test", limit=int(PS["fig11_prompts"]))
 caps, bpms = [p["caption"] for p in prompts], [p["bpm"] for p in prompts]
 seeds = [SEED + i for i in range(len(prompts))]
-wav11 = {r: generator_sampler(t2m, G, run_config(r, P), 2)(caps, bpms, seeds) for r, G in gens.items()}
+k11 = run_config(PS["discrete_run"], P).discrete_levels or 2   # the discrete model's own budget (2: the paper's)
+wav11 = {r: generator_sampler(t2m, G, run_config(r, P), k11)(caps, bpms, seeds) for r, G in gens.items()}
 sr = t2m.sample_rate
 mels = {r: mel_spectrogram(w[:, 0], sr, n_fft=1024, hop_length=256, n_mels=80) for r, w in wav11.items()}
 fig, ax = plt.subplots(len(prompts), 2, figsize=(11, 2.6 * len(prompts)), squeeze=False)
@@ -251,7 +274,7 @@ for i, p in enumerate(prompts):
         ax[i, j].set_title(f"{'discrete' if j == 0 else 'continuous'} · {p['caption'][:60]}", fontsize=8)
         ax[i, j].set_xlabel("time (s)")
         ax[i, j].set_ylabel("mel bin")
-fig.suptitle("Fig. 11: 2-step generations, discrete (left) vs continuous (right) inputs")
+fig.suptitle(f"Fig. 11: {k11}-step generations, discrete (left) vs continuous (right) inputs")
 fig.tight_layout()
 fig.savefig(FIGS / "fig11_spectrograms.png", dpi=150)
 plt.show()

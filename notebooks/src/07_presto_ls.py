@@ -69,12 +69,30 @@ print(f"profile {P['profile']}: Presto-S recipe = run {RUN_S!r}, {STEPS}-step sa
 # ## 1. Five setups, one code path
 #
 # Every setup runs Algorithm 1 (`presto_s.PrestoS`) with the *same* recipe as the Presto-S run of notebook 06
-# (noise distributions, LSGAN head, learning rates, 5 fake-score updates per generator update). They differ only
-# in where each network starts, and whether the generator drops layers (`presto_ls.SETUPS`):
+# (noise distributions, LSGAN head, learning rates and DMD2's AdamW for both players, 5 fake-score updates per
+# generator update). They differ only in where each network starts, whether the generator drops layers, and
+# whether it also learns that dropping with Presto-L's own losses (`presto_ls.SETUPS`).
+#
+# **The A.4 setups as now implemented (issue #15, item 4; fixed).**
+#
+# * *Step then layer*, A.4: "we first perform **Presto-S** distillation and then continue distillation with
+#   **Presto-L** layer dropping on the generator". The generator *and* the fake player psi = ($\mu_\psi$, $D_\psi$)
+#   continue from the Presto-S run `presto_ls.presto_s_run` (its generator and `data/presto_s/<run>/fake`, which
+#   the Presto-S stage now saves); $\mu_{real}$ stays the base model. Earlier, psi restarted from the base model.
+# * *Step and layer jointly*, A.4: "we perform **Presto-S** and **Presto-L** at the same time initialized from the
+#   original score model". Every network starts from the base model.
+# * In both, "Presto-L" now means Presto-L's losses too, not only its dropping: on every generator turn the
+#   generator also takes `presto_ls.layer_weight` $\times$ ($\mathcal{L}_{DSM}$ + st_weight $\mathcal{L}_{st}$) on
+#   real latents at fine-tune noise (`presto_ls.LayerLosses`; logged as `layer_dsm`, `layer_st`, `layer_loss`),
+#   beside $\mathcal{L}_{DMD} + \nu_1 \mathcal{L}_{GAN}$. Earlier they only ran Algorithm 1 on a dropping generator.
+#   The paper gives no weight for this sum; we use 1.
+# * Optimiser state does not carry over from the Presto-S run: the dropping generator has new (budget) parameters.
 
 # %%
 setups = pd.DataFrame([{"setup": k, "Fig. 8 label": s.label, "G_phi starts from": s.generator,
-                        "G_phi drops layers": s.drop, "mu_real, mu_psi start from": s.scores}
+                        "G_phi drops layers": s.drop, "mu_real, mu_psi start from": s.scores,
+                        "psi (mu_psi, D_psi) from": "Presto-S run" if s.fake == "presto_s" else s.scores,
+                        "Presto-L's losses on G_phi": s.layer_losses}
                        for k, s in SETUPS.items()])
 setups
 

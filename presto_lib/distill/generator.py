@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from presto_lib.diffusion.sampling import sample_pingpong
-from presto_lib.distill.discriminator import DiscriminatorHead
+from presto_lib.distill.discriminator import make_head
 from presto_lib.distill.presto_s import FakeScore, PrestoS, PrestoSConfig, generator_sigmas, init_from_base
 
 __all__ = ["build_presto_s", "PrestoSStep", "load_generator", "schedule", "generator_sampler"]
@@ -22,7 +22,10 @@ __all__ = ["build_presto_s", "PrestoSStep", "load_generator", "schedule", "gener
 
 def build_presto_s(base_dir: str | os.PathLike, cfg: PrestoSConfig, head: dict[str, Any] | None = None,
                    device: str | torch.device = "cpu") -> tuple[PrestoS, dict[str, Any]]:
-    """(PrestoS, base config): the base model is mu_real; G and mu_psi are fresh modules holding its weights."""
+    """(PrestoS, base config): the base model is mu_real; G and mu_psi are fresh modules holding its weights.
+
+    D_psi is `cfg.disc_head`'s head (`discriminator.make_head`) with the `head` options (feature_block, n_down,
+    channels)."""
     from presto_lib.diffusion.score_model import build_score_model, load_score_model
     from presto_lib.models.dit import DiTConfig
 
@@ -32,7 +35,8 @@ def build_presto_s(base_dir: str | os.PathLike, cfg: PrestoSConfig, head: dict[s
     state = real.state_dict()
     h = dict(head or {})
     fb = int(h.pop("feature_block", -1))
-    head_mod = DiscriminatorHead(dit.hidden_size, channels=h.pop("channels", None), n_down=int(h.pop("n_down", 2)))
+    head_mod = make_head(cfg.disc_head, dit.hidden_size, channels=h.pop("channels", None),
+                         n_down=int(h.pop("n_down", 2)))       # sec. 3.2.3: Presto-S's head or DMD2's
     if h:
         raise ValueError(f"unknown discriminator head options {sorted(h)}")
     fake = FakeScore(init_from_base(make, state), head_mod, fb)

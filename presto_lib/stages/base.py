@@ -16,7 +16,7 @@ from presto_lib.diffusion.pipeline import SamplingConfig
 from presto_lib.diffusion.score_model import DSMStep, build_score_model, save_score_model
 from presto_lib.stages.common import resume_or_restart, start
 
-__all__ = ["TRAIN_KEYS", "train_base", "sampling_config", "main"]
+__all__ = ["TRAIN_KEYS", "train_base", "sampling_config", "bpm_pairs", "main"]
 
 # `base` params a run depends on; the others (steps, logging, sampling, evaluation) may change on resume
 TRAIN_KEYS = ("dit", "cond_dropout", "lr", "betas", "warmup_steps", "batch_size", "grad_clip", "ema_decay",
@@ -29,6 +29,22 @@ def sampling_config(P: dict[str, Any]) -> SamplingConfig:
     return SamplingConfig(sampler=b["sampler"], guidance=b["guidance"], w=float(b["cfg_weight"]),
                           steps=int(b["sample_steps"]),
                           **{k: float(e[k]) for k in ("sigma_min", "sigma_max", "rho") if k in e})
+
+
+def bpm_pairs(est: Any, lo: float, hi: float) -> Any:
+    """BPM following: one row per (caption, seed) pair generated at targets lo and hi, from rows (caption, seed,
+    target, estimated): the two estimates, their ratio est(hi) / est(lo) (the target ratio is hi / lo; 1 = BPM
+    ignored) and `win` (the faster target estimated faster; chance 1/2 for a model that ignores BPM)."""
+    import pandas as pd
+
+    if not lo < hi:
+        raise ValueError(f"need lo < hi, got {lo}, {hi}")
+    wide = est.pivot_table(index=["caption", "seed"], columns="target", values="estimated")
+    out = pd.DataFrame({"target_low": float(lo), "target_high": float(hi), "est_low": wide[lo],
+                        "est_high": wide[hi]}).reset_index()
+    out["ratio"] = out.est_high / out.est_low
+    out["win"] = out.est_high > out.est_low
+    return out
 
 
 def _export_extra(meta: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -249,6 +249,7 @@ class BaseParams(Group):
     samples_dir: str
     encode_batch_size: int = _F(min=1)
     sample_posterior: bool
+    latent_std: float = _F(gt=0)
     dit: dict
     cond_dropout: float = _F(min=0, max=1)
     lr: float = _F(gt=0)
@@ -287,6 +288,7 @@ class PrestoLParams(Group):
     ref_depth: int
     st_weight: float
     sigma_dist: str
+    sigma_mix: float = _F(min=0, max=1)
     cond_dropout: float = _F(min=0, max=1)
     lr: float = _F(gt=0)
     batch_size: int = _F(min=1)
@@ -313,11 +315,12 @@ class PrestoSTrain(Group):
     crop_frames: int = _F(min=0)
     lr_generator: float = _F(gt=0)
     lr_fake: float = _F(gt=0)
-    betas: list[float]
+    optimizer: str
     grad_clip: float = _F(min=0)
     ema_decay: float = _F(min=0, max=1)
     ckpt_every: int = _F(min=1)
     log_every: int = _F(min=1)
+    checkpoint_blocks: bool
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,7 @@ class PrestoLsParams(Group):
     fig8_setups: list[str]
     fig8_iterations: int = _F(min=1)
     fig8_last: int
+    layer_weight: float = _F(min=0)
     base_steps: int | None = _F(min=1)
     latency_repeats: int = _F(min=1)
     latency_prompt: int = _F(min=0)

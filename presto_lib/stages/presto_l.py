@@ -35,7 +35,7 @@ from presto_lib.stages.common import resume_or_restart, start, write_json
 __all__ = ["CONFIG_KEYS", "PATH_KEYS", "stage_config", "finetune", "generate_all", "main"]
 
 # Keys of the `presto_l` params group that configure the fine-tune itself (the rest is sizes and evaluation).
-CONFIG_KEYS = ("schedule", "ref_depth", "st_weight", "sigma_dist", "cond_dropout", "budget_scale")
+CONFIG_KEYS = ("schedule", "ref_depth", "st_weight", "sigma_dist", "sigma_mix", "cond_dropout", "budget_scale")
 PATH_KEYS = ("base_model", "vae", "latents", "manifest", "out_dir", "samples_dir")
 
 

@@ -7,7 +7,10 @@
 `layer` fine-tunes the base model (data/base) with the `presto_l` group's recipe but the reduced dropping
 schedule [12, 8, 8, 0, 0] (scaled to our depth). `distill` and `early` run Algorithm 1 with the recipe of the
 Presto-S run `presto_ls.presto_s_run` (its PrestoSConfig, optimisers, discriminator head: `stages.presto_s`), so
-a setup differs from Presto-S only in where its networks start (`presto_ls.SETUPS`). They log every iteration
+a setup differs from Presto-S only in where its networks start and whether its generator also learns layer
+dropping with Presto-L's losses (`presto_ls.SETUPS`, A.4): step_then_layer continues that Presto-S run's generator
+*and* its psi = (mu_psi, D_psi) (data/presto_s/<run>/fake); step_and_layer starts everything from the base
+model; both add layer_weight (L_DSM + st_weight L_st) to the generator's loss. They log every iteration
 (`log_every = 1`) for `presto_ls.fig8_curves`. Writes
 
     data/presto_ls/presto_l/{run, model}/         the reduced-schedule Presto-L model (`load_layer_drop_model`)
@@ -54,6 +57,7 @@ def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int,
     """Build `setup` from the base / Presto-L / Presto-S checkpoints and run Algorithm 1; returns (ps, ctx)."""
     from presto_lib.diffusion.score_model import load_score_model
     from presto_lib.distill.presto_l import load_layer_drop_model
+    from presto_lib.distill.presto_s import load_fake_score
     from presto_lib.stages.presto_s import distill, run_config
 
     ls, ps_p = P["presto_ls"], P["presto_s"]
@@ -61,12 +65,14 @@ def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int,
     base, _ = load_score_model(ps_p["base_model"], device)
     need = {st.generator, st.scores}
     presto_l = load_layer_drop_model(OUT / "presto_l" / "model", device)[0] if "presto_l" in need else None
-    presto_s = (load_score_model(Path(ps_p["out_dir"]) / ls["presto_s_run"] / "generator", device)[0]
-                if "presto_s" in need else None)
+    run = Path(ps_p["out_dir"]) / ls["presto_s_run"]
+    presto_s = load_score_model(run / "generator", device)[0] if "presto_s" in need else None
+    fake = load_fake_score(run / "fake", device)[0] if st.fake == "presto_s" else None     # A.4: continue psi
     head = dict(ps_p["head"] or {})
-    ps = build_setup(setup, base, presto_l=presto_l, presto_s=presto_s, s_cfg=run_config(ls["presto_s_run"], P),
-                     l_cfg=layer_config(P), head_channels=head.get("channels"), head_down=int(head.get("n_down", 2)),
-                     feature_block=int(head.get("feature_block", -1)))
+    ps = build_setup(setup, base, presto_l=presto_l, presto_s=presto_s, presto_s_fake=fake,
+                     s_cfg=run_config(ls["presto_s_run"], P), l_cfg=layer_config(P),
+                     layer_weight=float(ls.get("layer_weight", 1.0)), head_channels=head.get("channels"),
+                     head_down=int(head.get("n_down", 2)), feature_block=int(head.get("feature_block", -1)))
     ctx = distill(ps, ps_p["latents"], run_dir, _train_params(P, iterations), int(P["common"]["seed"]),
                   restart=True)     # run_distill clears the run dir: a rerun starts over
     return ps, ctx

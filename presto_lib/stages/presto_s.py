@@ -9,8 +9,11 @@ Algorithm 1 runs in the shared training loop on the latent cache. Writes
 
     data/presto_s/<run>/run/          training state (resumable with unchanged params) and log.csv
     data/presto_s/<run>/generator/    the generator (EMA) in the score-model checkpoint format
+    data/presto_s/<run>/fake/         psi = (mu_psi, D_psi) at the end of the run (`presto_s.save_fake_score`), which
+                                      the Presto-LS step_then_layer setup continues (A.4)
     data/presto_s/<run>/steps_<k>/    `eval_prompts` test prompts at k ping-pong steps: k = table_steps (Table 1),
-                                      every eval_steps for the `curve_runs` (Fig. 5)
+                                      every eval_steps for the continuous `curve_runs` (Fig. 5); a discrete run
+                                      (discrete_k) only at its own k steps (`presto_s.native_budget`)
     data/samples/presto_s_<run>/      samples at `table_steps` in the `eval` layout; for the two Table 2 runs
                                       (Presto-S, DMD-GAN) of the base row's prompts (`table_prompts`)
     data/presto_s/<run>/info.json     config, timings
@@ -27,14 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from presto_lib.diffusion.edm import EDM_KEYS
 from presto_lib.distill.generator import PrestoSStep, build_presto_s, generator_sampler
-from presto_lib.distill.presto_s import PrestoS, PrestoSConfig
+from presto_lib.distill.optim import OPTIM_PRESETS, PlayerOptimConfig, build_optimizers
+from presto_lib.distill.presto_s import PrestoS, PrestoSConfig, native_budget, save_fake_score
 from presto_lib.stages.common import resume_or_restart, start, write_json
 
-__all__ = ["run_config", "distill", "main"]
+__all__ = ["run_config", "optim_config", "set_checkpointing", "sample_steps", "distill", "main"]
 
 
 def run_config(run: str, params: dict[str, Any]) -> PrestoSConfig:
@@ -46,20 +48,46 @@ def run_config(run: str, params: dict[str, Any]) -> PrestoSConfig:
                                     **(ps["runs"][run] or {})})
 
 
+def optim_config(p: dict[str, Any]) -> PlayerOptimConfig:
+    """The two players' optimiser from `presto_s.train`: the `optimizer` preset (distill.optim) at its two rates."""
+    if p["optimizer"] not in OPTIM_PRESETS:
+        raise ValueError(f"presto_s.train.optimizer {p['optimizer']!r} is none of {sorted(OPTIM_PRESETS)}")
+    return PlayerOptimConfig.from_dict({"preset": p["optimizer"], "lr_generator": float(p["lr_generator"]),
+                                        "lr_fake": float(p["lr_fake"])})
+
+
+def set_checkpointing(ps: PrestoS, on: bool) -> None:
+    """Activation checkpointing of G's and mu_psi's DiT blocks (training memory only; the maths is unchanged)."""
+    from presto_lib.distill.presto_ls import dit_of
+
+    dit_of(ps.G).checkpoint_blocks = bool(on)
+    dit_of(getattr(ps.fake, "module", ps.fake).score).checkpoint_blocks = bool(on)
+
+
+def sample_steps(cfg: PrestoSConfig, table: int, eval_steps: list[int], curve: bool) -> tuple[list[int], int]:
+    """(the step counts a run is sampled at, its Table step count): a discrete-input run (discrete_k) only at its own
+    k steps (`native_budget`; Figs 5, 11), a continuous one at `table` and, for a curve run, every eval_steps."""
+    if cfg.discrete_levels and not native_budget(cfg, table):
+        return [int(cfg.discrete_levels)], int(cfg.discrete_levels)
+    steps = {int(table)} | ({int(k) for k in eval_steps if native_budget(cfg, k)} if curve else set())
+    return sorted(steps), int(table)
+
+
 def distill(ps: PrestoS, latents_dir: str | os.PathLike, run_dir: str | os.PathLike, p: dict[str, Any],
             seed: int, restart: bool | None = None) -> Any:
     """Run Algorithm 1 for p["iterations"] loop steps on the latent cache; returns the loop's Context.
 
     A run dir left by a run with another PrestoSConfig or other `train` params is refused (or restarted).
+    Both players train with `optim_config(p)` (default DMD2's AdamW); `checkpoint_blocks` trades compute for memory.
     """
     from presto_lib.data.latents import LatentDataset, collate_latents
     from presto_lib.train import TrainConfig, train
 
-    fixed = {k: v for k, v in p.items() if k not in ("iterations", "log_every", "ckpt_every")}
+    free = ("iterations", "log_every", "ckpt_every", "checkpoint_blocks")     # may change on resume
+    fixed = {k: v for k, v in p.items() if k not in free}
     resume_or_restart(run_dir, {"config": ps.cfg.to_dict(), "train": fixed, "seed": seed}, restart=restart)
-    betas = tuple(p["betas"])
-    opts = {"generator": torch.optim.Adam(ps.G.parameters(), lr=float(p["lr_generator"]), betas=betas),
-            "fake": torch.optim.Adam(ps.fake.parameters(), lr=float(p["lr_fake"]), betas=betas)}
+    set_checkpointing(ps, bool(p.get("checkpoint_blocks", False)))
+    opts = build_optimizers(ps, optim_config(p))
     decay = float(p["ema_decay"] or 0.0)
     tc = TrainConfig(run_dir=str(run_dir), max_steps=int(p["iterations"]), batch_size=int(p["batch_size"]),
                      ckpt_every=int(p["ckpt_every"]), log_every=int(p["log_every"]),
@@ -96,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                             "iterations": ctx.step, "generator_updates": sum(map(ps.is_generator_turn, range(ctx.step)))}
     extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}
     save_score_model(out / "generator", G, {**extras, "presto_s": cfg.to_dict()})
+    save_fake_score(out / "fake", ctx.raw["fake"], {"presto_s": cfg.to_dict(), "iterations": ctx.step})
 
     t2m = TextToMusic.from_checkpoints(p["base_model"], p["vae"], device=device)
     prompts = read_prompts(p["manifest"], "test", limit=p["eval_prompts"])
-    table = int(p["table_steps"])
-    steps = sorted({int(k) for k in p["eval_steps"]} | {table}) if a.run in p["curve_runs"] else [table]
+    steps, table = sample_steps(cfg, int(p["table_steps"]), p["eval_steps"], a.run in p["curve_runs"])
     bs, info["samples_s"] = int(p["gen_batch_size"]), {}
     for k in steps:
         t1 = time.perf_counter()

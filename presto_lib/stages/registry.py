@@ -15,7 +15,8 @@ __all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS"]
 R = "${common.results}"
 EDM6 = ("edm.sigma_data", "edm.p_mean", "edm.p_std", "edm.sigma_min", "edm.sigma_max", "edm.rho")
 PRESTO_L_VARIANTS = ("ase", "ase_shift", "ase_budget", "ase_st", "presto_l")   # distill.presto_l.VARIANTS
-PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist", "presto_l.cond_dropout",
+PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist", "presto_l.sigma_mix",
+                  "presto_l.cond_dropout",
                   "presto_l.lr", "presto_l.batch_size", "presto_l.steps", "presto_l.grad_clip",
                   "presto_l.ema_decay", "presto_l.ckpt_every", "presto_l.log_every")
 PRESTO_S_RECIPE = ("presto_s.base_model", "presto_s.latents", "presto_s.out_dir", "presto_s.algorithm",
@@ -100,7 +101,7 @@ STAGES: tuple[StageSpec, ...] = (
               results=_t("metric_sanity.csv", "metric_sanity.md") + _f("fig_metric_sanity.png")),
     StageSpec("latents", "presto_lib.stages.latents", deps=("data/corpus", "data/vae"),
               params=("common.seed", "base.manifest", "base.vae", "base.latents", "base.encode_batch_size",
-                      "base.sample_posterior"), outs=("data/latents",)),
+                      "base.sample_posterior", "base.latent_std"), outs=("data/latents",)),
     StageSpec("base", "notebooks/03_base.ipynb",
               deps=("data/corpus", "data/vae", "data/latents", "data/metrics", f"{R}/tables/metric_sanity.csv"),
               params=("common", *EDM6, "base", "metrics.reference_split", "metrics.backbone", "metrics.clap_path",
@@ -159,7 +160,7 @@ STAGES: tuple[StageSpec, ...] = (
               deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/presto_ls/presto_l",
                     "data/presto_s/${presto_ls.presto_s_run}/generator"),
               params=("common", "edm", "presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist",
-                      "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_s.vae",
+                      "presto_l.sigma_mix", "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_s.vae",
                       "presto_s.manifest", "presto_s.samples_dir", "base.eval_prompts", "presto_s.table_prompts",
                       "presto_s.table_steps", "presto_s.gen_batch_size", "presto_ls.presto_s_run",
                       "presto_ls.schedule", "presto_ls.iterations", "presto_ls.table_steps"),
@@ -167,10 +168,12 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("presto_ls_early", "presto_lib.stages.presto_ls", args="early --setup ${item}",
               foreach="${presto_ls.fig8_setups}",
               deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/presto_ls/presto_l",
-                    "data/presto_s/${presto_ls.presto_s_run}/generator"),
+                    "data/presto_s/${presto_ls.presto_s_run}/generator",
+                    "data/presto_s/${presto_ls.presto_s_run}/fake"),      # step_then_layer continues psi (A.4)
               params=("common", "edm", "presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist",
-                      "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_ls.presto_s_run",
-                      "presto_ls.schedule", "presto_ls.fig8_iterations"),
+                      "presto_l.sigma_mix", "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE,
+                      "presto_ls.presto_s_run", "presto_ls.schedule", "presto_ls.fig8_iterations",
+                      "presto_ls.layer_weight"),
               outs=("data/presto_ls/fig8/${item}",)),
     StageSpec("presto_ls", "notebooks/07_presto_ls.ipynb",
               deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/metrics", "data/presto_ls",
