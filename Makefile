@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup sysdeps repro test test-fast lab profile clean
+.PHONY: setup sysdeps repro test test-fast lab site profile clean
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ profile: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+## HTML of every executed notebook in results/notebooks/ plus an index page, in results/site/ (offline, not
+## committed: open results/site/index.html). The notebook stages write results/notebooks/ during `dvc repro`.
+site: setup
+	$(BIN)/python -m presto_lib.executed site results/notebooks results/site
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -148,25 +148,17 @@ class PrestoPipeline:
 
     # ---- generation ----
 
-    def _generator_latents(self, name: str, captions: list[str], bpms: Tensor, seeds: list[int],
-                           steps: int) -> Tensor:
-        """Ping-pong sampling of a distilled generator (sec. 3.1); every noise draw from each sample's seed."""
-        from presto_lib.diffusion.sampling import sample_pingpong
-        from presto_lib.distill.presto_s import PrestoSConfig, discrete_levels, pingpong_sigmas, snap_sigmas
+    def _generator_audio(self, name: str, captions: list[str], bpms: Tensor, seeds: list[int],
+                         steps: int) -> Tensor:
+        """Ping-pong sampling of a distilled generator (sec. 3.1) by the library's one owner; waves [B, 1, T]."""
+        from presto_lib.distill.generator import generator_sampler
+        from presto_lib.distill.presto_s import PrestoSConfig
 
         t2m, cfg = self._t2m[name]
         if "presto_s" not in cfg:
             raise ValueError(f"{self.model_dirs[name]} is not a distilled generator (config lacks 'presto_s')")
-        ps = PrestoSConfig.from_dict(cfg["presto_s"])
-        sig = pingpong_sigmas(steps, ps.sigma_min, ps.sigma_max, ps.rho)
-        levels = discrete_levels(ps)
-        sig = (sig if levels is None else snap_sigmas(sig, levels)).to(t2m.device)
-        cond, _ = t2m.conditions(captions, bpms)
-        x = t2m.initial_noise(seeds, float(sig[0]))
-        gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-        noise = lambda s, s_next: torch.stack([torch.randn(t2m.latent_shape, generator=g) for g in gens]).to(x)
-        with torch.no_grad():
-            return sample_pingpong(lambda xx, s: t2m.model(xx, s, cond), x, sig, noise_sampler=noise, disable=True)
+        generate = generator_sampler(t2m, t2m.model, PrestoSConfig.from_dict(cfg["presto_s"]), steps)
+        return generate(captions, [float(b) for b in bpms], seeds)
 
     def __call__(self, prompts: str | Sequence[str], bpm: float | Sequence[float] = 120.0, *,
                  steps: int | None = None, seed: int = 0, model: str = "presto_ls") -> tuple[np.ndarray, int]:
@@ -187,11 +179,12 @@ class PrestoPipeline:
         t0 = time.perf_counter()
         self._log(f"generating {len(captions)} x {t2m.seconds:.1f} s with {model} in {n} steps")
         if model in GENERATORS:
-            z = self._generator_latents(model, captions, bpms, seeds, n)
+            wav_t = self._generator_audio(model, captions, bpms, seeds, n)
         else:
             z = t2m.sample_latents(captions, bpms, seeds, steps=n)
-        self._log(f"decoding ({time.perf_counter() - t0:.1f} s so far)")
-        wav = t2m.decode(z)[:, 0].cpu().numpy().astype(np.float32)
+            self._log(f"decoding ({time.perf_counter() - t0:.1f} s so far)")
+            wav_t = t2m.decode(z)
+        wav = wav_t[:, 0].cpu().numpy().astype(np.float32)
         self._log(f"done in {time.perf_counter() - t0:.1f} s")
         return wav, t2m.sample_rate
 

@@ -13,6 +13,8 @@ What it changes against a plain `papermill IN OUT -k presto --cwd .`:
   papermill's bar, and every `tqdm.auto` bar in the kernel (training loops, sample generation) drawn as text on the
   terminal's stderr, not as a notebook widget or notebook output (`kernel_setup`, run at kernel start). JupyterLab
   kernels are untouched: there, with ipywidgets installed, tqdm renders as a widget.
+* `--copy-to PATH` also writes a size-bounded copy of the executed notebook (`presto_lib.executed`: compressed
+  figures, short OGG audio players), the one committed to the repository (results/notebooks/).
 * A failing cell ends the run with exit status 1 and one line naming the cell and the error (the executed
   notebook, with the traceback, is still written).
 """
@@ -162,7 +164,8 @@ def _value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m presto_lib.notebook_runner IN OUT [-p NAME VALUE]... [-k KERNEL] [--cwd DIR] [--log-output]."""
+    """CLI: python -m presto_lib.notebook_runner IN OUT [-p NAME VALUE]... [-k KERNEL] [--cwd DIR] [--log-output]
+    [--copy-to PATH]."""
     ap = argparse.ArgumentParser(prog="python -m presto_lib.notebook_runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input")
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", "--kernel", default=KERNEL)
     ap.add_argument("--cwd", default=".")
     ap.add_argument("--log-output", action="store_true", help="also echo every cell's output to stderr")
+    ap.add_argument("--copy-to", default=None, metavar="PATH",
+                    help="also write a size-bounded copy of the executed notebook there (presto_lib.executed)")
     a = ap.parse_args(argv)
     from papermill.exceptions import PapermillExecutionError
 
@@ -183,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{label}] FAILED in cell {err.exec_count}: {err.ename}: {err.evalue} (traceback in {a.output})",
               file=sys.stderr)
         return 1
+    if a.copy_to:
+        from presto_lib.executed import compact_file
+
+        n = compact_file(a.output, a.copy_to)
+        print(f"[{label}] copy for the repository: {a.copy_to} ({n / 2**20:.2f} MiB)", file=sys.stderr)
     m = int(time.perf_counter() - t0)
     print(f"[{label}] done in {m // 60}:{m % 60:02d} -> {a.output}", file=sys.stderr)
     return 0

@@ -234,3 +234,37 @@ def test_cli_help_and_clear_errors(exported, tmp_path):
     assert not (tmp_path / "b.wav").exists()
     r = _cli("generate", "--prompt", "x", "--out", tmp_path / "c.wav", "--weights", tmp_path / "nowhere")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_the_pretrained_stage_writes_where_the_lock_check_looks():
+    """The `pretrained` stage's output is pretrained/<profile>/, the folders the test above checks against dvc.lock."""
+    from pathlib import Path
+
+    from presto_lib.pretrained import PRETRAINED_DIR
+    from presto_lib.stages import pretrained as stage
+    from presto_lib.stages.registry import PRETRAINED, STAGES
+
+    spec = next(s for s in STAGES if s.name == "pretrained")
+    assert spec.results == (PRETRAINED,) and PRETRAINED == f"{PRETRAINED_DIR}/${{profile}}"
+    assert stage.out_dir("cpu") == Path(PRETRAINED_DIR) / "cpu"
+    sources = default_sources()
+    for m in stage.MODELS:                        # every exported model's source is a data dep of the stage
+        assert any(sources[m].path == d or sources[m].path.startswith(d + "/") for d in spec.deps), m
+
+
+def test_the_pretrained_stage_exports_vae_base_and_presto_ls_in_sync_with_dvc_lock(outputs, monkeypatch):
+    """`python -m presto_lib.stages.pretrained` on the pipeline's outputs: float16, manifest tied to dvc.lock."""
+    import shutil
+
+    from presto_lib.stages import pretrained as stage
+
+    for d in ("profiles", "presto_lib"):                    # what find_root() recognises as a project root
+        (outputs / d).mkdir(exist_ok=True)
+    shutil.copy(find_root() / "params.yaml", outputs / "params.yaml")
+    monkeypatch.chdir(outputs)
+    assert stage.main([]) == 0
+    out = outputs / "pretrained" / yaml.safe_load((outputs / "params.yaml").read_text())["profile"]
+    m = read_manifest(out)
+    assert set(m["models"]) == set(stage.MODELS) and m["dtype"] == "float16"
+    assert check_pretrained(out, outputs / "dvc.lock") == []
+    assert m["models"]["presto_ls"]["source"]["dvc"]["stage"] == "presto_ls_distill"

@@ -84,3 +84,30 @@ def test_size_bound_and_no_shared_prompt_are_errors(demo, tmp_path):
 def test_captions_are_escaped():
     text = _page("t", "", ["base"], [("<b>x</b> & y", 90.0)], {("base", 0): "audio/base/00.ogg"}, [])
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in text and "<b>x" not in text
+
+
+def test_the_demo_stage_reads_the_sample_folders_the_pipeline_writes():
+    """Every system of the demo page is an output of a stage (or the corpus manifest), for every profile."""
+    import yaml
+
+    from presto_lib.config import PROFILES, find_root, render_profile
+    from presto_lib.stages import demo
+    from presto_lib.stages.registry import PRESTO_L_VARIANTS, STAGES
+
+    root = find_root()
+    outs = {o for s in STAGES for o in s.outs}
+    spec = next(s for s in STAGES if s.name == "demo")
+    for prof in PROFILES:
+        P = render_profile(prof, root)
+        for name, src in demo.systems(P).items():
+            if name == "reference":
+                assert src == P["base"]["manifest"] and "data/corpus" in spec.deps
+                continue
+            items = set(P["presto_s"]["runs"]) | set(PRESTO_L_VARIANTS)          # the foreach stages' items
+            made = {o.replace("${item}", k) for o in outs for k in items} | outs
+            assert src in made, (prof, name, src)
+            dep = src.replace(P["presto_s"]["presto_s_run"], "${presto_s.presto_s_run}").replace(
+                P["presto_s"]["dmd_gan_run"], "${presto_s.dmd_gan_run}") if "presto_s_" in src else src
+            assert dep in spec.deps, (name, dep)
+    assert yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["demo"]["outs"] == [
+        {"${common.results}/demo": {"cache": False}}]

@@ -184,3 +184,13 @@ def test_registry_foreach_lists_match_the_code():
     runs = next(body for name, body in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
                 if name == "presto_s_run")["foreach"]
     assert runs == list(render_profile("cpu", ROOT)["presto_s"]["runs"])
+
+
+def test_require_names_the_stage_that_makes_a_missing_input(tmp_path):
+    from presto_lib.stages.common import MissingInput, require
+
+    (tmp_path / "there").write_text("x")
+    assert require(tmp_path / "there", "corpus") == tmp_path / "there"
+    with pytest.raises(MissingInput, match=r"`dvc repro vae`") as e:
+        require(tmp_path / "data" / "vae", "vae")
+    assert isinstance(e.value, FileNotFoundError) and "data/vae" in str(e.value)

@@ -13,6 +13,8 @@
 # 5. classifier-free guidance (CFG, sec. 2.2) and CFG++ (the paper samples every score model with CFG++, w = 0.8).
 #
 # Samplers are checked on a 2-D toy whose denoiser is *exact*, so every error we see is the solver's.
+#
+# **Needs:** no other stage (it reads only `params.yaml`); runs in a minute. Stage `edm_basics`.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -35,6 +37,7 @@ import torch
 
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.edm import GaussianMixture, edm_sigmas
+from presto_lib.eval.plotting import save_figure, set_theme
 from presto_lib.diffusion.sampling import cfg_denoiser, cfgpp_denoiser, get_sampler, sample_heun, sample_pingpong
 
 E = P["edm"]
@@ -42,6 +45,7 @@ SEED = P["common"]["seed"]
 SD, PM, PS = E["sigma_data"], E["p_mean"], E["p_std"]
 SMIN, SMAX, RHO = E["sigma_min"], E["sigma_max"], E["rho"]
 FIG_DIR = S.figures
+set_theme()                        # the project's one figure style
 FIG_DIR.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(SEED)
 print(f"profile {P['profile']}: sigma_data={SD}, P_mean={PM}, P_std={PS}, sigma in [{SMIN}, {SMAX}], rho={RHO}")
@@ -173,7 +177,7 @@ ax.set(xlabel="SNR (dB) = 10 log10(1 / sigma^2)", ylabel="density",
 ax.title.set_fontsize(10)
 ax.legend(loc="upper left")
 plt.tight_layout()
-fig.savefig(FIG_DIR / "fig02_noise_distributions.png", dpi=150)
+save_figure(fig, FIG_DIR / "fig02_noise_distributions.png")
 plt.show()
 
 # %%

@@ -21,6 +21,9 @@
 # Everything is done by `presto_lib.data` (`build_corpus`); this notebook runs it for the active profile and
 # then looks at what came out. Any folder of audio + a captions CSV (e.g. Song Describer itself) can be turned
 # into the same manifest format with `python -m presto_lib.stages.corpus folder AUDIO_DIR captions.csv --out DIR`.
+#
+# **Needs:** no other stage; this notebook *is* the `corpus` stage (`dvc repro corpus`) and renders the corpus
+# (several minutes on the cpu profile).
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -36,22 +39,22 @@ P = S.P
 import json
 from pathlib import Path
 
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from presto_lib.audio import load_audio, mel_spectrogram
+from presto_lib.audio import load_audio
 from presto_lib.data import ClipDataset, build_corpus, read_manifest
 from presto_lib.data.folder import estimate_bpm
 from presto_lib.data.select import available_works
 from presto_lib.data.styles import STYLES
+from presto_lib.eval.plotting import save_figure, set_theme, spectrogram_grid
 
 C, COMMON = P["corpus"], P["common"]
 FIG, TAB = S.figures, S.tables
+set_theme()                        # the project's one figure style
 FIG.mkdir(parents=True, exist_ok=True)
 TAB.mkdir(parents=True, exist_ok=True)
 print(f"profile {P['profile']}: {COMMON['sample_rate']} Hz, {COMMON['clip_seconds']} s clips, "
@@ -168,7 +171,7 @@ for i, v in enumerate(sizes.values):
 a.set_title("(f) split sizes (by piece)")
 fig.suptitle(f"Corpus overview - profile {P['profile']}: {len(df)} clips, {df.duration_s.sum() / 3600:.2f} h")
 fig.tight_layout()
-fig.savefig(FIG / "fig_corpus_overview.png", dpi=120)
+save_figure(fig, FIG / "fig_corpus_overview.png")
 plt.show()
 
 # %% [markdown]
@@ -205,18 +208,16 @@ firsts = df.drop_duplicates(["split", "style"])          # one clip per style an
 examples = pd.concat([firsts[firsts.split == s].sample(min(n_ex, (firsts.split == s).sum()), random_state=1)
                       for s in ("train", "test")]).reset_index(drop=True)
 sr = int(COMMON["sample_rate"])
-fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.2), squeeze=False)
-for a, (_, row) in zip(axes[0], examples.iterrows()):
-    wav, _ = load_audio(Path(manifest).parent / row.path)
-    mel = mel_spectrogram(torch.from_numpy(wav[0]), sr, n_fft=1024 if sr > 10000 else 512,
-                          hop_length=256 if sr > 10000 else 128, n_mels=64)
-    a.imshow(mel.numpy(), origin="lower", aspect="auto", cmap="magma",
-             extent=[0, row.duration_s, 0, mel.shape[0]])
-    a.set_title(f"{row.split}: {row['style']}\n{row.bpm:g} BPM, {row.key}", fontsize=8)
-    a.set_xlabel("s")
-axes[0, 0].set_ylabel("mel bin")
-fig.tight_layout()
-fig.savefig(FIG / "fig_corpus_examples.png", dpi=110)
+# a grid: one row per split, one panel per style, on one dB scale with one colour bar (time in seconds)
+rows = {s: examples[examples.split == s] for s in ("train", "test") if (examples.split == s).any()}
+ncols = max(len(r) for r in rows.values())
+fig = spectrogram_grid({s: [load_audio(Path(manifest).parent / p)[0][0] for p in r.path] for s, r in rows.items()},
+                       sr, ncols=ncols)
+for (s, r), axes_row in zip(rows.items(), [fig.axes[i * ncols:(i + 1) * ncols] for i in range(len(rows))]):
+    for a, (_, row) in zip(axes_row, r.iterrows()):
+        a.set_title(f"{s}: {row['style']}\n{row.bpm:g} BPM, {row.key}", fontsize=8)
+fig.suptitle("Corpus examples: log-mel spectrograms, one clip per style")
+save_figure(fig, FIG / "fig_corpus_examples.png")
 plt.show()
 
 # %%

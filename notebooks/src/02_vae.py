@@ -18,6 +18,9 @@
 # 3. computes the **latent scale** that gives the diffusion model unit-variance latents,
 # 4. measures reconstructions on the held-out test split (multi-scale mel distance, SI-SDR) against a trivial
 #    baseline, and lets you listen.
+#
+# **Needs:** the `corpus` stage (`dvc repro corpus`, notebook 01). This notebook *is* the `vae` stage and
+# trains the VAE (the longest stage after the base model: progress on the terminal under `dvc repro vae`).
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -25,7 +28,7 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.stages.common import start
+from presto_lib.stages.common import require, start
 
 S = start("vae", params_file)   # project root, params, seed, threads, device
 P = S.P
@@ -33,18 +36,15 @@ P = S.P
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from presto_lib.audio import mel_spectrogram
 from presto_lib.config import PROFILES, render_profile
 from presto_lib.data import ClipDataset
+from presto_lib.eval.plotting import save_figure, set_theme, spectrogram_grid
 from presto_lib.models.vae import VAE, VAEConfig, kl_divergence, load_vae
 from presto_lib.models.vae_losses import (build_vae_modules, lowpass_baseline, multiscale_mel_loss, reconstruct,
                                           si_sdr)
@@ -53,9 +53,10 @@ from presto_lib.stages.vae import train_vae
 V, COMMON = P["vae"], P["common"]
 torch.set_num_threads(V["threads"])
 SR, SEED = COMMON["sample_rate"], COMMON["seed"]
-MANIFEST = Path(P["corpus"]["out_dir"]) / "manifest.csv"
+MANIFEST = require(Path(P["corpus"]["out_dir"]) / "manifest.csv", "corpus")
 OUT = Path(V["out_dir"])
 FIG, TAB = S.figures, S.tables
+set_theme()                        # the project's one figure style
 FIG.mkdir(parents=True, exist_ok=True)
 TAB.mkdir(parents=True, exist_ok=True)
 print(f"profile {P['profile']}: {SR} Hz, strides {V['strides']} (hop {math.prod(V['strides'])}), "
@@ -238,14 +239,11 @@ table
 
 # %%
 n_show = min(2, n_eval)
-fig, axes = plt.subplots(n_show, 3, figsize=(12, 2.8 * n_show), squeeze=False)
-for r, (x, systems) in enumerate(examples[:n_show]):
-    for c, (name, y) in enumerate([("original", x), *systems.items()]):
-        spec = mel_spectrogram(y[0, 0], SR, n_fft=1024, hop_length=256, n_mels=80)
-        axes[r, c].imshow(spec.numpy(), origin="lower", aspect="auto", vmin=-11, vmax=spec.max().item())
-        axes[r, c].set(title=f"test clip {r}: {name}", xlabel="frame", ylabel="mel bin")
-fig.tight_layout()
-fig.savefig(FIG / "fig_vae_reconstruction.png", dpi=120)
+names = ["original", *examples[0][1]]
+fig = spectrogram_grid({f"test clip {r}": [y[0, 0].numpy() for y in (x, *systems.values())]
+                        for r, (x, systems) in enumerate(examples[:n_show])}, SR, captions=names)
+fig.suptitle("VAE reconstructions of held-out clips (log-mel, shared dB scale)")
+save_figure(fig, FIG / "fig_vae_reconstruction.png")
 plt.show()
 
 # %% [markdown]

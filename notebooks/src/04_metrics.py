@@ -22,6 +22,9 @@
 # (`presto_lib.eval.clap`). Whatever the embedding, a metric is only useful if it (a) has a known floor when two
 # real sets are compared and (b) gets worse when the audio gets worse. This notebook measures both, so every later
 # table can be read against them.
+#
+# **Needs:** the `corpus` stage (`dvc repro corpus`, notebook 01). This notebook *is* the `metrics` stage; its
+# `data/metrics/` (reference embeddings, corpus CLAP) is read by every later evaluation (notebooks 03, 05-07).
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -29,7 +32,7 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.stages.common import start
+from presto_lib.stages.common import require, start
 
 S = start("metrics", params_file)   # project root, params, seed, threads, device
 P = S.P
@@ -49,12 +52,14 @@ from presto_lib.eval import metrics as M
 from presto_lib.eval.corpus_clap import retrieval_at_k, save_corpus_clap, text_features, train_corpus_clap
 from presto_lib.eval.degrade import WORSE_IF_HIGHER, degrade, monotonic_table
 from presto_lib.eval.embeddings import MusicnnEmbedder
+from presto_lib.eval.plotting import save_figure, set_theme
 from presto_lib.eval.musicnn import load_musicnn
 from presto_lib.models.text import get_text_encoder
 
 C, CC, SAN = P["metrics"], P["metrics"]["corpus_clap"], P["metrics"]["sanity"]
 SEED = P["common"]["seed"]
-MANIFEST = Path(C["manifest"])
+MANIFEST = require(Path(C["manifest"]), "corpus")
+set_theme()                        # the project's one figure style
 OUT, TABLES, FIGS = Path("data/metrics"), S.tables, S.figures
 for d in (OUT, TABLES, FIGS):
     d.mkdir(parents=True, exist_ok=True)
@@ -285,7 +290,7 @@ axes.flat[-1].text(0, 0.5, f"real-vs-real floor\n({C['floor_split']} vs {C['refe
                    + floor_text.replace(", ", "\n"), va="center", fontsize=9)
 fig.suptitle("Each metric under controlled degradations (severity 0 = clean real audio)")
 plt.tight_layout()
-fig.savefig(FIGS / "fig_metric_sanity.png", dpi=120)
+save_figure(fig, FIGS / "fig_metric_sanity.png")
 plt.show()
 
 # %%

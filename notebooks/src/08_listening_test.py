@@ -22,6 +22,10 @@
 # Besides the generated systems, the kit holds a **hidden reference** (the real test clip) and two **anchors**
 # derived from it (a low-passed and a noisy copy), as in MUSHRA (ITU-R BS.1534). They cost raters little and
 # show whether a rater is listening at all: the reference should be rated high, the anchors low.
+#
+# **Needs:** the `corpus` stage and the Table 2 samples of the systems in `listening.systems`: `dvc repro
+# presto_l_finetune@presto_l presto_s_run@ls_ittt presto_ls_distill` (which run `base` too); a system whose
+# samples do not exist yet is skipped with a warning. This notebook *is* the `listening` stage.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"
@@ -29,7 +33,7 @@ params_file = "params.yaml"
 # %%
 import os
 
-from presto_lib.stages.common import start
+from presto_lib.stages.common import require, start
 
 S = start("listening", params_file)   # project root, params, seed, threads, device
 P = S.P
@@ -43,8 +47,11 @@ from scipy import stats
 
 from presto_lib.eval import listening_analysis as la
 from presto_lib.eval.listening import build_kit_from_params
+from presto_lib.eval.plotting import display_name, set_theme
 
 L = P["listening"]
+set_theme()                        # the project's one figure style
+require(L["manifest"], "corpus")
 print(f"profile {P['profile']}: {L['n_sets']} sets, excerpt {L['excerpt_seconds']} s, "
       f"{P['common']['sample_rate']} Hz, systems {sorted(L['systems']) or '(none generated yet)'}")
 
@@ -85,7 +92,7 @@ print(json.dumps(public_kit["sets"][0], indent=1))
 first = public_kit["sets"][0]
 display(Markdown(f"**Caption:** {first['caption']}"))
 for clip in first["clips"]:
-    display(Markdown(f"`{clip}` = **{key.set_index('clip').loc[clip, 'system']}**"))
+    display(Markdown(f"`{clip}` = **{display_name(key.set_index('clip').loc[clip, 'system'])}**"))
     display(Audio(filename=str(kit / "public" / "audio" / f"{clip}.wav")))
 
 # %% [markdown]

@@ -213,9 +213,9 @@ def write_table(res: Result, csv_path: str | os.PathLike) -> tuple[Path, Path]:
 
 def plot_violin(res: Result, path: str | os.PathLike) -> Path:
     """Fig. 12: a violin per system of all its ratings, its mean with 95% CI, and Bonferroni p vs the chosen."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from presto_lib.eval.plotting import display_name, save_figure
 
     order = [res.chosen] + [s for s in res.summary["system"] if s != res.chosen]
     data = [res.ratings.loc[res.ratings["system"] == s, "rating"].to_numpy() for s in order]
@@ -232,17 +232,15 @@ def plot_violin(res: Result, path: str | os.PathLike) -> Path:
     for xi, s in zip(x[1:], order[1:]):
         stars = "***" if p[s] < 0.001 else "**" if p[s] < 0.01 else "*" if p[s] < 0.05 else "n.s."
         ax.text(xi, 103, f"{stars}\np={p[s]:.2g}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, order, rotation=15)
+    ax.set_xticks(x, [display_name(s) for s in order], rotation=15)
     ax.set_ylim(0, 118)
     ax.set_ylabel("rating (0-100)")
     n = res.ratings["rater"].nunique()
-    title = f"Listening test (Fig. 12): {res.chosen} vs others, paired t + Bonferroni (m={len(order) - 1}), {n} raters"
+    title = f"Listening test (Fig. 12): {display_name(res.chosen)} vs others, paired t + Bonferroni (m={len(order) - 1}), {n} raters"
     ax.set_title(title + (f"\n{SIM_LABEL}" if res.label == SIM_LABEL else f"\n{res.label}"),
                  color="firebrick" if res.label == SIM_LABEL else "k")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    path = save_figure(fig, Path(path))
     plt.close(fig)
     return path

@@ -11,6 +11,8 @@ and the rules every stage shares:
 - `resume_or_restart(run_dir, run_config)`: a training run resumes only with the params it was started with. A
   run whose params changed is refused with `ParamsChanged`, naming the keys, unless a restart is asked for
   (`restart=True`, a stage's `--restart`, or `PRESTO_RESTART=1`), which clears the run and starts afresh.
+- `require(path, stage)`: an input that is missing stops a notebook or stage with the `dvc repro <stage>` that
+  makes it (a notebook stepped through in JupyterLab before its stages ran).
 - Atomic writes through `presto_lib.atomic` (`write_text`, `write_json`, `atomic_path`), re-exported here.
 - Results land in `results_root(P)` (params `common.results`): `results/` for the committed `cpu` profile,
   `results/<profile>/` for every other one, so a `smoke` run never touches the `cpu` tables and figures.
@@ -30,7 +32,7 @@ from presto_lib.atomic import atomic_path, write_json, write_text
 from presto_lib.config import find_root, load_params
 from presto_lib.stages.params import Group, coerced_params, typed_params
 
-__all__ = ["Stage", "start", "results_root", "ParamsChanged", "resume_or_restart", "json_safe", "config_diff",
+__all__ = ["Stage", "start", "results_root", "require", "MissingInput", "ParamsChanged", "resume_or_restart", "json_safe", "config_diff",
            "atomic_path", "write_json", "write_text", "THREADS_ENV", "RESTART_ENV"]
 
 THREADS_ENV = "PRESTO_THREADS"       # torch threads per stage (default 2: the cpu profile's laptop)
@@ -48,6 +50,21 @@ def results_root(P: dict[str, Any]) -> Path:
         raise ValueError(f"profile {P.get('profile')!r} would write into the committed cpu results at results/; "
                          "set common.results to results/<profile>")
     return root
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+class MissingInput(FileNotFoundError):
+    """An input of a notebook or stage does not exist yet; the message names the stage that makes it."""
+
+
+def require(path: str | os.PathLike, stage: str) -> Path:
+    """`path` if it exists, else MissingInput naming `dvc repro <stage>` (the stage that writes it)."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingInput(f"{p} does not exist yet: it is made by the `{stage}` stage; run `dvc repro {stage}` "
+                           "(from the project root) first")
+    return p
 
 
 # ---- the stage context -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Every stage of the pipeline, declared once: `stages.render` writes dvc.yaml from this list.
 
-A stage names its entry (a `presto_lib.stages.<module>` run with `python -m`, or a notebook run with papermill),
+A stage names its entry (a `presto_lib.stages.<module>` run with `python -m`, or a notebook run with papermill
+through `presto_lib.notebook_runner`, which also writes its size-bounded copy to ${common.results}/notebooks/),
 its data deps, the params it reads, and its outputs. Its code deps are not listed: `render` computes them as the
 static import closure of the entry (`stages.imports`). `R` stands for the profile's results root
 (`${common.results}`: results/ for cpu, results/<profile>/ otherwise).
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS"]
+__all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS", "NOTEBOOK_RUNNER", "PRETRAINED"]
 
 R = "${common.results}"
+NOTEBOOK_RUNNER = "presto_lib.notebook_runner"       # runs every notebook stage (its imports are code deps too)
+PRETRAINED = "pretrained/${profile}"                 # the `pretrained` stage's export (pretrained/cpu committed)
 EDM6 = ("edm.sigma_data", "edm.p_mean", "edm.p_std", "edm.sigma_min", "edm.sigma_max", "edm.rho")
 PRESTO_L_VARIANTS = ("ase", "ase_shift", "ase_budget", "ase_st", "presto_l")   # distill.presto_l.VARIANTS
 PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist", "presto_l.sigma_mix",
@@ -58,11 +61,16 @@ class StageSpec:
         return "data/executed/" + self.entry.rsplit("/", 1)[-1]
 
     @property
+    def notebook_copy(self) -> str:
+        """The size-bounded copy of the executed notebook committed to the repository (`presto_lib.executed`)."""
+        return f"{R}/notebooks/" + self.entry.rsplit("/", 1)[-1]
+
+    @property
     def cmd(self) -> str:
-        """The command DVC runs (the venv's interpreter via `python -m`)."""
+        """The command DVC runs (the venv's interpreter via `python -m`); notebooks via the quiet runner."""
         if self.is_notebook:
-            return (f"python -m papermill {self.entry} {self.executed} -k presto --cwd . "
-                    "-p params_file params.yaml")
+            return (f"python -m {NOTEBOOK_RUNNER} {self.entry} {self.executed} -p params_file params.yaml "
+                    f"--copy-to {self.notebook_copy}")
         return f"python -m {self.entry}" + (f" {self.args}" if self.args else "")
 
 
@@ -231,4 +239,18 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("pipeline_times", "presto_lib.stages.pipeline_times",
               deps=("data/executed", f"{R}/tables/table2_full_comparison.csv"), params=("common.results",),
               results=_t("pipeline_times.csv", "pipeline_times.md")),
+    StageSpec("pretrained", "presto_lib.stages.pretrained",
+              deps=("data/vae", "data/base", "data/presto_ls/presto_ls"),
+              params=("profile", "edm.sigma_min", "edm.sigma_max", "edm.rho", "base.sampler", "base.guidance",
+                      "base.cfg_weight", "base.sample_steps", "presto_l.table_steps", "presto_s.table_steps",
+                      "presto_ls.table_steps"),
+              results=(PRETRAINED,),
+              notes="VAE, base and Presto-LS in float16 with a manifest tied to dvc.lock (committed for cpu)"),
+    StageSpec("demo", "presto_lib.stages.demo", args="--prompts 4 --seconds 5",
+              deps=("data/corpus", "data/samples/base", "data/samples/ase", "data/samples/presto_l",
+                    "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_s_${presto_s.dmd_gan_run}",
+                    "data/samples/presto_ls"),
+              params=("common.results", "common.sample_rate", "base.manifest", "presto_s.presto_s_run",
+                      "presto_s.dmd_gan_run"),
+              results=(f"{R}/demo",)),
 )
