@@ -6,6 +6,9 @@ writes <run_dir>/validation.csv; `write_curve` copies it to <results>/plots/<mod
   weights on the first `curves.clips` clips of the latent cache's valid split, at a fixed grid of noise levels with
   fixed noise (so successive points differ only through the weights; a perfect denoiser of N(m, sigma_data^2)
   data scores 1);
+- few-step generators (Presto-S runs, Presto-LS): the MMD (x1000, RBF, median bandwidth) between the generator's
+  `steps`-step ping-pong samples of the valid clips' conditions (fixed noise) and the valid latents, on per-channel
+  time mean and std: a latent-space proxy of FAD/MMD that needs no VAE decode or audio embedding;
 - the VAE: the multi-scale mel distance (`models.vae_losses.multiscale_mel_loss`) of the EMA VAE's posterior-mean
   reconstructions of the first `curves.clips` valid clips (the ceiling proxy: what the decoder loses).
 Params `curves`: `points` (validations per run, 0 = off) and `clips`.
@@ -20,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["VAL_SIGMAS", "curve_path", "validate_every", "dsm_validation", "mel_validation", "write_curve"]
+__all__ = ["VAL_SIGMAS", "curve_path", "validate_every", "dsm_validation", "mel_validation", "generator_validation",
+           "write_curve"]
 
 VAL_SIGMAS = tuple(float(s) for s in np.geomspace(0.02, 20.0, 6))   # inside EDM's training range (log-normal)
 
@@ -78,6 +82,39 @@ def mel_validation(manifest: str | os.PathLike, clips: int, *, sample_rate: int,
         x = wav.to(ctx.device)
         recon = vae.decode(vae.encode(x)[0])[..., :x.shape[-1]]
         return {"val_mel": float(multiscale_mel_loss(recon, x, sample_rate))}
+    return validate
+
+
+def _latent_features(z: torch.Tensor) -> np.ndarray:
+    """[B, 2C]: per-channel time mean and std of latents [B, C, T]."""
+    z = z.detach().float().cpu()
+    return torch.cat([z.mean(-1), z.std(-1)], 1).numpy()
+
+
+def generator_validation(latents_dir: str | os.PathLike, clips: int, *, cfg: Any, steps: int, seed: int = 0,
+                         module: str = "generator", split: str = "valid") -> Callable[[Any], dict[str, float]]:
+    """`validate(ctx)` -> {"val_latent_mmd": MMD of `steps`-step generator samples vs the valid latents}."""
+    from presto_lib.data.latents import LatentDataset, collate_latents
+    from presto_lib.diffusion.sampling import sample_pingpong
+    from presto_lib.diffusion.score_model import batch_condition
+    from presto_lib.distill.generator import schedule
+    from presto_lib.eval.metrics import median_bandwidth, mmd
+
+    ds = LatentDataset(latents_dir, split)
+    batch = collate_latents([ds[i] for i in range(min(int(clips), len(ds)))])
+    ref = _latent_features(batch["latents"])
+    bandwidth = median_bandwidth(ref)
+    sig = schedule(cfg, int(steps))
+    g = torch.Generator().manual_seed(seed)
+    noise = [torch.randn(batch["latents"].shape, generator=g) for _ in range(len(sig))]
+
+    def validate(ctx: Any) -> dict[str, float]:
+        G, dev = _model(ctx, module), ctx.device
+        cond, s = batch_condition(batch, dev), sig.to(dev)
+        draws = iter(noise[1:])
+        z = sample_pingpong(lambda x, sigma: G(x, sigma, cond), noise[0].to(dev) * s[0], s,
+                            noise_sampler=lambda a, b: next(draws).to(dev), disable=True)
+        return {"val_latent_mmd": float(mmd(_latent_features(z), ref, sigma=bandwidth))}
     return validate
 
 
