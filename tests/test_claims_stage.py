@@ -107,6 +107,18 @@ def test_pairing_is_checked(tmp_path):
         I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
 
 
+def test_shared_first_prompts_are_paired(tmp_path):
+    rng = np.random.default_rng(4)
+    a, b = _system(rng, 0, 30), _system(rng, 1.5, 20)
+    b = {k: v[:20] for k, v in b.items()}                     # B prompted with the first 20 prompts only
+    save_clip_data(tmp_path / "x" / "presto_l__presto_l__steps_4.npz", a)
+    save_clip_data(tmp_path / "x" / "presto_l__base__steps_4.npz", b)
+    I = S.Inputs(_params(), tmp_path, rng.normal(size=(50, D)), eval_root=tmp_path)
+    cells = I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
+    assert [c.n for c in cells] == [20, 20, 20]
+    assert all(c.verdict == C.REPRODUCED for c in cells)
+
+
 def test_clip_data_roundtrip_and_lookup(tmp_path):
     rng = np.random.default_rng(2)
     gen = {"audio": rng.normal(size=(5, 3)), "clap_audio": rng.normal(size=(5, 3))}

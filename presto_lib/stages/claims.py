@@ -75,11 +75,19 @@ class Inputs:
 
     def cells(self, a: str | Path, b: str | Path, metrics=METRICS, label: str = "", a_better: bool = True):
         """"A beats B" cells on the same prompts (`claims_cells.metric_cells`)."""
-        A, B = self.clips(a), self.clips(b)
+        A, B = _common_prefix(self.clips(a), self.clips(b))
         ms = [m for m in metrics if not m.upper().startswith("CLAP") or
               (np.isfinite(A["clap"]).all() and np.isfinite(B["clap"]).all())]
         return metric_cells(A, B, self.ref, ms, a_better=a_better, label=label, n_boot=N_BOOT,
                             mmd_sigma=self.sigma)
+
+
+def _common_prefix(a: dict, b: dict) -> tuple[dict, dict]:
+    """Both systems on their shared first prompts: every set is "the first N test prompts", so when one system was
+    prompted with more, the first min(N_a, N_b) clips of each are paired (prompts checked by `metric_cells`)."""
+    n = min(len(a["prompt"]), len(b["prompt"]))
+    cut = lambda d: {k: (v[:n] if np.ndim(v) >= 1 else v) for k, v in d.items()}      # noqa: E731
+    return cut(a), cut(b)
 
 
 def read_cells(path: str | Path) -> list[Comparison]:
