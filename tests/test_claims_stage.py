@@ -119,6 +119,16 @@ def test_shared_first_prompts_are_paired(tmp_path):
     assert all(c.verdict == C.REPRODUCED for c in cells)
 
 
+def test_too_few_prompts_are_not_judged(tmp_path):
+    rng = np.random.default_rng(5)
+    a, b = _system(rng, 0, 30), _system(rng, 1.5, 20)
+    save_clip_data(tmp_path / "x" / "presto_l__presto_l__steps_4.npz", {k: v[:S.MIN_PROMPTS - 1] for k, v in a.items()})
+    save_clip_data(tmp_path / "x" / "presto_l__base__steps_4.npz", b)
+    I = S.Inputs(_params(), tmp_path, rng.normal(size=(50, D)), eval_root=tmp_path)
+    with pytest.raises(S.Missing, match="shared prompts"):
+        I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
+
+
 def test_clip_data_roundtrip_and_lookup(tmp_path):
     rng = np.random.default_rng(2)
     gen = {"audio": rng.normal(size=(5, 3)), "clap_audio": rng.normal(size=(5, 3))}

@@ -34,6 +34,7 @@ from presto_lib.stages.evaluation import EVALUATIONS, load_evaluation, make_eval
 __all__ = ["CELL_COLUMNS", "BASELINES", "Inputs", "BUILDERS", "build_all", "read_cells", "floor_header", "main"]
 
 N_BOOT = 300
+MIN_PROMPTS = 8            # fewer paired prompts give a degenerate bootstrap (n = 2 has 3 distinct resamples)
 CELL_COLUMNS = ("name", "estimate", "lo", "hi", "direction", "n")      # + optional seeds, null
 BASELINES = (("dmd_gan", None), ("cm", "data/samples/cm"), ("soundctm", "data/samples/soundctm"),
              ("ditto_ctm", "data/samples/ditto_ctm"))                  # C7; dmd_gan's folder comes from params
@@ -76,6 +77,9 @@ class Inputs:
     def cells(self, a: str | Path, b: str | Path, metrics=METRICS, label: str = "", a_better: bool = True):
         """"A beats B" cells on the same prompts (`claims_cells.metric_cells`)."""
         A, B = _common_prefix(self.clips(a), self.clips(b))
+        if len(A["prompt"]) < MIN_PROMPTS:
+            raise Missing(f"{a} vs {b}: {len(A['prompt'])} shared prompts, fewer than {MIN_PROMPTS} for a bootstrap "
+                          "interval (a profile this small checks the wiring only)")
         ms = [m for m in metrics if not m.upper().startswith("CLAP") or
               (np.isfinite(A["clap"]).all() and np.isfinite(B["clap"]).all())]
         return metric_cells(A, B, self.ref, ms, a_better=a_better, label=label, n_boot=N_BOOT,
