@@ -139,11 +139,11 @@ def _paired_runs(I: Inputs, cid: str, key: str, a_val: Any, b_val: Any) -> Claim
     for a, b in pairs:
         try:
             cells += I.cells(_run_dir(I.P, a), _run_dir(I.P, b), label=f"{a} vs {b}")
-        except Missing:
-            skipped.append(f"{a} vs {b}")
+        except Missing as e:
+            skipped.append(f"{a} vs {b} ({e})")
     if not cells:
-        raise Missing(f"no evaluated pair of runs differing only in {key}: {', '.join(skipped)}")
-    return ClaimResult(claim(cid), cells, f"pairs without samples: {', '.join(skipped)}" if skipped else "")
+        raise Missing(f"no pair of runs differing only in {key} could be judged: {'; '.join(skipped)}")
+    return ClaimResult(claim(cid), cells, f"pairs not judged: {'; '.join(skipped)}" if skipped else "")
 
 
 def c1(I: Inputs) -> ClaimResult:
