@@ -89,6 +89,8 @@ class TrainConfig:
     stop_after: int | None = None                # stop (with a checkpoint) after this many steps of this call
     find_unused_parameters: bool = False
     desc: str = "train"
+    validate_every: int = 0                      # > 0: call `validate` every this many steps (and at 0 and the
+                                                 # end); its row goes to <run_dir>/validation.csv (learning curve)
 
     def __post_init__(self):
         if self.max_steps < 0 or self.batch_size < 1 or self.ckpt_every < 1 or self.log_every < 1:
@@ -254,10 +256,13 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
           optimizers: dict[str, torch.optim.Optimizer], dataset: Dataset, cfg: TrainConfig,
           ema: Sequence[str] = (), frozen: dict[str, nn.Module] | None = None,
           collate_fn: Callable | None = None, resume: bool = True,
-          lr_schedules: dict[str, Callable[[int], float]] | None = None) -> Context:
+          lr_schedules: dict[str, Callable[[int], float]] | None = None,
+          validate: Callable[[Context], dict[str, float]] | None = None) -> Context:
     """Run (or resume) `cfg.max_steps` calls of `step_fn(ctx, batch, step)`; returns the final Context.
 
     `lr_schedules[opt](step)` multiplies that optimiser's initial lr (stateless, so resume stays exact).
+    `validate(ctx) -> {metric: value}` (main rank, no grad, its own seeded RNG so training is unchanged) runs
+    every `cfg.validate_every` steps, before the first step and at the end: <run_dir>/validation.csv.
     """
     rank, world, device = setup_distributed()
     unknown = [k for k in ema if k not in modules] + [k for k in (lr_schedules or {}) if k not in optimizers]
@@ -299,6 +304,16 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
                               find_unused_parameters=cfg.find_unused_parameters or skips_parameters(m))
                        if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
     log = CSVLog(run_dir / "log.csv", start) if ctx.is_main else None
+    vlog = CSVLog(run_dir / "validation.csv", start) if ctx.is_main and validate and cfg.validate_every else None
+
+    def validation() -> None:
+        if vlog is None:
+            return
+        with seeded(cfg.seed), torch.no_grad():
+            row = validate(ctx)
+        for m in modules.values():
+            m.train()
+        vlog.append({"step": ctx.step, **{k: _scalar(v) for k, v in row.items()}})
     stop = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
     sampler = StepSampler(len(dataset), cfg.batch_size, rank, world, cfg.seed, start, stop)
     loader = DataLoader(SeededDataset(dataset, cfg.seed), batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -314,6 +329,8 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
     window = MetricWindow()
     bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.desc, disable=not ctx.is_main, dynamic_ncols=True,
                mininterval=1.0)
+    if start == 0 and stop > 0:
+        validation()                      # the curve's first point: the initial weights
     try:
         for step, batch in zip(range(start, stop), loader):
             batch = _to_device(batch, device)
@@ -344,6 +361,8 @@ def train(step_fn: Callable[[Context, Any, int], dict[str, float]], *, modules: 
                     shown = sorted(row, key=lambda k: ("loss" not in k, k))[:4]   # losses first
                     bar.set_postfix({**{k: f"{row[k]:.3g}" for k in shown}, "samples/s": f"{sps:.1f}"})
                 window, t_log = MetricWindow(), now
+            if cfg.validate_every and (ctx.step % cfg.validate_every == 0 or ctx.step == stop):
+                validation()
             if ctx.step % cfg.ckpt_every == 0 or ctx.step == stop:
                 _save(ctx, meta_now())
     finally:

@@ -223,8 +223,9 @@ def ledger_markdown(rows: Sequence[dict[str, str]]) -> str:
 
 
 def write_ledger(results: Sequence[ClaimResult], out_dir: str | Path = "results",
-                 claims: Sequence[Claim] = CLAIMS) -> tuple[Path, Path]:
-    """Write `claims.md` and `claims.csv` (columns COLUMNS) under `out_dir`; returns both paths."""
+                 claims: Sequence[Claim] = CLAIMS, header: str = "") -> tuple[Path, Path]:
+    """Write `claims.md` (`header`, e.g. the noise floor, after the intro) and `claims.csv` (columns COLUMNS)
+    under `out_dir`; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = ledger_rows(results, claims)
@@ -233,7 +234,7 @@ def write_ledger(results: Sequence[ClaimResult], out_dir: str | Path = "results"
              "the same prompts with a bootstrap interval; reproduced when it excludes zero in the paper's "
              "direction, contradicted when it excludes zero the other way, unresolved otherwise; claims over "
              "several cells need every cell.\n\n")
-    _atomic_write(md, intro + ledger_markdown(rows))
+    _atomic_write(md, intro + header + ledger_markdown(rows))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()

@@ -27,6 +27,7 @@ from presto_lib.eval import metrics as M
 from presto_lib.eval.embeddings import MusicnnEmbedder, as_clips
 
 SAMPLE_COLUMNS = ("path", "caption", "bpm", "seed")
+CLIP_KEYS = ("audio", "clap", "prompt", "seed")      # per-clip evaluation data (`clip_data`, eval.claims_cells)
 
 
 # ---- reading audio ----
@@ -150,6 +151,49 @@ def score(gen: dict[str, np.ndarray], ref: dict[str, np.ndarray], text_emb: np.n
     return row
 
 
+# ---- per-clip evaluation data (the claims ledger's input) ----
+
+def eval_key(samples_dir: str | Path) -> str:
+    """File stem naming a samples folder's evaluation: its path below data/ with '/' -> '__'."""
+    parts = tuple(q for q in Path(samples_dir).parts if q != Path(samples_dir).anchor)
+    if "data" in parts:
+        parts = parts[len(parts) - parts[::-1].index("data"):]
+    if not parts:
+        raise ValueError(f"no evaluation key for {samples_dir!r}")
+    return "__".join(parts)
+
+
+def clip_data(gen: dict[str, np.ndarray], text_emb: np.ndarray | None, prompts: list[str],
+              seeds: list[int] | None = None) -> dict[str, np.ndarray]:
+    """{'audio' [N, D], 'clap' [N] per-clip CLAP (NaN without text), 'prompt' [N], 'seed' [N]} of one set."""
+    from presto_lib.eval.claims_cells import per_clip_clap
+    n = len(gen["audio"])
+    clap = (per_clip_clap(gen["clap_audio"], text_emb) if text_emb is not None and "clap_audio" in gen
+            else np.full(n, np.nan))
+    return {"audio": np.asarray(gen["audio"], np.float32), "clap": np.asarray(clap, np.float64),
+            "prompt": np.asarray([str(p) for p in prompts]),
+            "seed": np.asarray(seeds if seeds is not None else np.full(n, -1), np.int64)}
+
+
+def save_clip_data(path: str | Path, data: dict[str, np.ndarray]) -> Path:
+    """Write per-clip evaluation data as an .npz (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{k: data[k] for k in CLIP_KEYS})
+    tmp.replace(path)
+    return path
+
+
+def load_clip_data(path: str | Path) -> dict[str, np.ndarray]:
+    """Per-clip evaluation data saved by `save_clip_data`."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = set(CLIP_KEYS) - set(z.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}")
+        return {k: z[k] for k in CLIP_KEYS}
+
+
 # ---- cached reference ----
 
 def _split_key(df: pd.DataFrame, root: Path, extra: dict) -> str:
@@ -166,12 +210,14 @@ class Evaluator:
 
     def __init__(self, manifest: str | Path = "data/corpus/manifest.csv", reference_split: str = "test",
                  cache_dir: str | Path = "data/metrics", clap: str | Path | None = "corpus",
-                 backbone: str = "musicnn", k: int = 5, hop_s: float = 3.0, write_cache: bool = False):
+                 backbone: str = "musicnn", k: int = 5, hop_s: float = 3.0, write_cache: bool = False,
+                 clip_dir: str | Path | None = None):
         from presto_lib.eval.backbones import get_embedder
         if backbone not in ("musicnn", "clap"):
             raise ValueError(f"backbone must be 'musicnn' or 'clap', got {backbone!r}")
         self.manifest, self.split, self.cache_dir = Path(manifest), reference_split, Path(cache_dir)
         self.backbone, self.k, self.write_cache = backbone, k, write_cache
+        self.clip_dir = Path(clip_dir) if clip_dir else None   # evaluate_dir saves per-clip data here
         self.musicnn = MusicnnEmbedder(hop_s=hop_s)
         if clap == "corpus":
             self.clap = get_embedder("corpus_clap", path=self.cache_dir / "corpus_clap")
@@ -237,12 +283,25 @@ class Evaluator:
         row = self.score_embeddings(self.embed(waves, sample_rate), captions, n_boot, seed)
         return {"system": system, "backbone": self.backbone, **row}
 
+    def clips(self, samples_dir: str | Path) -> dict[str, np.ndarray]:
+        """Per-clip evaluation data (`clip_data`) of a samples folder."""
+        waves, sr, df = read_samples(samples_dir)
+        captions = list(df["caption"].astype(str))
+        return clip_data(self.embed(waves, sr), self.text_embeddings(captions), captions, list(df["seed"]))
+
     def evaluate_dir(self, samples_dir: str | Path, system: str | None = None, n_boot: int = 0,
                      seed: int = 0) -> dict:
-        """A row for a `data/samples/<system>/` folder."""
+        """A row for a `data/samples/<system>/` folder; with `clip_dir`, also its per-clip data
+        (`clip_dir/<eval_key(samples_dir)>.npz`: backbone embeddings, per-clip CLAP, prompts, seeds)."""
         waves, sr, df = read_samples(samples_dir)
-        return self.evaluate_audio(waves, sr, list(df["caption"].astype(str)), system or Path(samples_dir).name,
-                                   n_boot, seed)
+        captions = list(df["caption"].astype(str))
+        gen = self.embed(waves, sr)
+        text = self.text_embeddings(captions)
+        if self.clip_dir is not None and Path(samples_dir).resolve().is_relative_to(Path.cwd().resolve()):
+            save_clip_data(self.clip_dir / f"{eval_key(samples_dir)}.npz",
+                           clip_data(gen, text, captions, list(df["seed"])))
+        row = self.score_embeddings(gen, captions, n_boot, seed)
+        return {"system": system or Path(samples_dir).name, "backbone": self.backbone, **row}
 
 
 def evaluate(samples_dir: str | Path, manifest: str | Path = "data/corpus/manifest.csv",

@@ -103,7 +103,8 @@ def time_systems(systems: dict[str, Callable[[], Any]], decode: Callable[[], Any
     """Median end-to-end latency (generation + decode, b = 1) of each system, its decode share, RTF (A.6).
 
     Rounds are interleaved (every system once per round, then the VAE decode alone), so a change of machine
-    load during the measurement hits every system alike. RTF = audio_seconds / latency.
+    load during the measurement hits every system alike. RTF = audio_seconds / latency. `latency_runs_s` keeps
+    the raw timings (space-separated) for the speed-up's interval (`eval.claims.ratio_ci`, claim C10).
     """
     if repeats < 1 or audio_seconds <= 0:
         raise ValueError(f"need repeats >= 1 and audio_seconds > 0, got {repeats}, {audio_seconds}")
@@ -119,7 +120,7 @@ def time_systems(systems: dict[str, Callable[[], Any]], decode: Callable[[], Any
     med = {k: float(pd.Series(v).median()) for k, v in times.items()}
     rows = [{"system": k, "latency_s": med[k], "decode_s": med["__decode__"],
              "generation_s": max(med[k] - med["__decode__"], 0.0), "rtf": audio_seconds / med[k],
-             "repeats": repeats} for k in systems]
+             "repeats": repeats, "latency_runs_s": " ".join(f"{t:.6g}" for t in times[k])} for k in systems]
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,8 @@ import torch
 
 from presto_lib.diffusion.pipeline import SamplingConfig
 from presto_lib.diffusion.score_model import DSMStep, build_score_model, save_score_model
-from presto_lib.stages.common import resume_or_restart, start
+from presto_lib.stages.common import resume_or_restart, results_root, start
+from presto_lib.stages.learning_curve import dsm_validation, validate_every, write_curve
 
 __all__ = ["TRAIN_KEYS", "train_base", "sampling_config", "bpm_pairs", "main"]
 
@@ -83,12 +84,18 @@ def train_base(P: dict[str, Any], latents_dir: str | os.PathLike = "data/latents
                       log_every=int(base["log_every"]), grad_clip=float(base["grad_clip"]),
                       ema_decay=float(base["ema_decay"]), seed=int(P["common"]["seed"]),
                       num_workers=int(base["num_workers"]),
-                      keep_checkpoints=int(base["keep_checkpoints"]), desc="base DSM")
+                      keep_checkpoints=int(base["keep_checkpoints"]), desc="base DSM",
+                      validate_every=validate_every(int(base["steps"]), P.get("curves")))
+    validate = (dsm_validation(latents_dir, int(P["curves"]["clips"]), sigma_data=edm["sigma_data"],
+                               seed=int(P["common"]["seed"])) if cfg.validate_every else None)
     step = DSMStep(p_mean=edm["p_mean"], p_std=edm["p_std"], sigma_data=edm["sigma_data"],
                    cond_dropout=float(base["cond_dropout"]))
     ctx = train(step, modules={"score": model}, optimizers={"score": opt}, dataset=ds, cfg=cfg, ema=["score"],
-                collate_fn=collate_latents, resume=resume, lr_schedules={"score": lambda s: min(1.0, (s + 1) / warm)})
+                collate_fn=collate_latents, resume=resume, lr_schedules={"score": lambda s: min(1.0, (s + 1) / warm)},
+                validate=validate)
     if ctx.is_main:
+        if validate is not None:
+            write_curve(cfg.run_dir, results_root(P), "base")
         save_score_model(Path(out_dir) / "model", ctx.ema["score"], _export_extra(ds.meta, ctx.step))
     return ctx
 

@@ -32,8 +32,9 @@ from presto_lib.atomic import atomic_path, write_json, write_text
 from presto_lib.config import find_root, load_params
 from presto_lib.stages.params import Group, coerced_params, typed_params
 
-__all__ = ["Stage", "start", "results_root", "require", "MissingInput", "ParamsChanged", "resume_or_restart", "json_safe", "config_diff",
-           "atomic_path", "write_json", "write_text", "THREADS_ENV", "RESTART_ENV"]
+__all__ = ["current_stage", "Stage", "start", "results_root", "require", "MissingInput", "ParamsChanged",
+           "resume_or_restart", "json_safe", "config_diff", "atomic_path", "write_json", "write_text", "THREADS_ENV",
+           "RESTART_ENV"]
 
 THREADS_ENV = "PRESTO_THREADS"       # torch threads per stage (default 2: the cpu profile's laptop)
 RESTART_ENV = "PRESTO_RESTART"       # "1": restart training runs whose params changed instead of refusing
@@ -116,6 +117,14 @@ class Stage:
         return write_json(self.metrics_dir / f"{name}.json", json_safe(values))
 
 
+_CURRENT: dict[str, str] = {}          # the stage this process entered (`start`)
+
+
+def current_stage() -> str | None:
+    """The name passed to `start` in this process (None before any stage started)."""
+    return _CURRENT.get("stage")
+
+
 def _threads(n: int | None) -> int:
     """Torch threads for a stage: `n`, else $PRESTO_THREADS, else 2 (never more than the machine has)."""
     want = int(n if n is not None else os.environ.get(THREADS_ENV, "2"))
@@ -140,6 +149,7 @@ def start(name: str, params_file: str | os.PathLike = "params.yaml", *, threads:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger(f"presto.{name}")
     log.info("profile %s, seed %d, device %s, %d threads", P.get("profile"), seed, dev, torch.get_num_threads())
+    _CURRENT["stage"] = name
     return Stage(name=name, root=root, P=P, T=typed_params(P), seed=seed, device=dev, log=log)
 
 

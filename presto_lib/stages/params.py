@@ -430,10 +430,18 @@ class M2sParams(Group):
     examples: int = _F(min=0)
 
 
+@dataclass(frozen=True)
+class CurvesParams(Group):
+    """params `curves` (learning curves, `stages.learning_curve`)."""
+    points: int = _F(min=0)
+    clips: int = _F(min=1)
+
+
 GROUPS: dict[str, type[Group]] = {"common": CommonParams, "edm": EdmParams, "corpus": CorpusParams, "vae": VaeParams,
                                   "metrics": MetricsParams, "base": BaseParams, "presto_l": PrestoLParams,
                                   "presto_s": PrestoSParams, "presto_ls": PrestoLsParams,
-                                  "listening": ListeningParams, "artefacts": ArtefactsParams, "m2s": M2sParams}
+                                  "listening": ListeningParams, "artefacts": ArtefactsParams, "m2s": M2sParams,
+                                  "curves": CurvesParams}
 
 
 def typed_params(P: dict[str, Any]) -> dict[str, Group]:

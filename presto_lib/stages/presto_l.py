@@ -31,6 +31,7 @@ from presto_lib.distill.presto_l import (VARIANTS, LayerDropModel, PrestoLConfig
                                          save_layer_drop_model, variant_config)
 from presto_lib.stages.base import sampling_config
 from presto_lib.stages.common import resume_or_restart, start, write_json
+from presto_lib.stages.learning_curve import dsm_validation, validate_every, write_curve
 
 __all__ = ["CONFIG_KEYS", "PATH_KEYS", "stage_config", "finetune", "generate_all", "main"]
 
@@ -47,8 +48,12 @@ def stage_config(variant: str, params: dict[str, Any]) -> PrestoLConfig:
 
 
 def finetune(t2m: TextToMusic, cfg: PrestoLConfig, latents_dir: str | os.PathLike, out_dir: Path,
-             pl: dict[str, Any], seed: int, restart: bool | None = None) -> LayerDropModel:
+             pl: dict[str, Any], seed: int, restart: bool | None = None, curves: dict[str, Any] | None = None,
+             results: Path | None = None) -> LayerDropModel:
     """Fine-tune t2m's base model as `cfg` prescribes; returns the EMA LayerDropModel (eval mode).
+
+    With params `curves` (points > 0) the loop logs the validation denoising loss, written to `results`'s
+    plots/presto_l_<variant>_learning_curve.csv (`stages.learning_curve`).
 
     A run dir left by a run with another config or optimiser settings is refused (or restarted).
     """
@@ -63,9 +68,14 @@ def finetune(t2m: TextToMusic, cfg: PrestoLConfig, latents_dir: str | os.PathLik
     tc = TrainConfig(run_dir=str(out_dir / "run"), max_steps=int(pl["steps"]), batch_size=int(pl["batch_size"]),
                      ckpt_every=int(pl["ckpt_every"]), log_every=int(pl["log_every"]),
                      ema_decay=float(pl["ema_decay"]), grad_clip=float(pl["grad_clip"]), seed=seed,
-                     desc=f"fine-tune {out_dir.name}")
+                     desc=f"fine-tune {out_dir.name}", validate_every=validate_every(int(pl["steps"]), curves))
+    validate = (dsm_validation(latents_dir, int(curves["clips"]), sigma_data=float(cfg.sigma_data), module="model",
+                               seed=seed) if tc.validate_every else None)
     ctx = train(PrestoLStep(cfg), modules={"model": model}, optimizers={"model": opt},
-                dataset=LatentDataset(latents_dir, "train"), cfg=tc, ema=["model"], collate_fn=collate_latents)
+                dataset=LatentDataset(latents_dir, "train"), cfg=tc, ema=["model"], collate_fn=collate_latents,
+                validate=validate)
+    if ctx.is_main and validate is not None and results is not None:
+        write_curve(tc.run_dir, results, f"presto_l_{out_dir.name}")
     return ctx.ema["model"].eval()
 
 
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.variant != "base":
         cfg = stage_config(a.variant, P)
         t0 = time.perf_counter()
-        model = finetune(t2m, cfg, path["latents"], out, pl, seed, restart=a.restart or None)
+        model = finetune(t2m, cfg, path["latents"], out, pl, seed, restart=a.restart or None,
+                         curves=P.get("curves"), results=S.results)
         info["finetune_s"] = time.perf_counter() - t0
         _, base_cfg = load_checkpoint(path["base_model"], "cpu")
         extras = {k: v for k, v in base_cfg.items() if k not in ("dit", "sigma_data")}

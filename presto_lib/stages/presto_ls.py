@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from presto_lib.distill.presto_ls import SETUPS, build_setup
-from presto_lib.stages.common import start, write_json
+from presto_lib.stages.common import results_root, start, write_json
+from presto_lib.stages.learning_curve import generator_validation, validate_every, write_curve
 
 __all__ = ["layer_config", "distill_setup", "run_layer", "run_distill", "main"]
 
@@ -53,8 +54,11 @@ def _train_params(P: dict[str, Any], iterations: int) -> dict[str, Any]:
             "ckpt_every": max(int(iterations), 1)}
 
 
-def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int, device: str = "cpu"):
-    """Build `setup` from the base / Presto-L / Presto-S checkpoints and run Algorithm 1; returns (ps, ctx)."""
+def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int, device: str = "cpu",
+                  curve: bool = False):
+    """Build `setup` from the base / Presto-L / Presto-S checkpoints and run Algorithm 1; returns (ps, ctx).
+
+    `curve`: log the generator's validation metric (`stages.learning_curve`, params `curves`) in run_dir."""
     from presto_lib.diffusion.score_model import load_score_model
     from presto_lib.distill.presto_l import load_layer_drop_model
     from presto_lib.distill.presto_s import load_fake_score
@@ -73,8 +77,12 @@ def distill_setup(setup: str, P: dict[str, Any], run_dir: Path, iterations: int,
                      s_cfg=run_config(ls["presto_s_run"], P), l_cfg=layer_config(P),
                      layer_weight=float(ls.get("layer_weight", 1.0)), head_channels=head.get("channels"),
                      head_down=int(head.get("n_down", 2)), feature_block=int(head.get("feature_block", -1)))
+    every = validate_every(iterations, P.get("curves")) if curve else 0
+    validate = (generator_validation(ps_p["latents"], int(P["curves"]["clips"]), cfg=ps.cfg,
+                                     steps=int(ls["table_steps"] or ps_p["table_steps"]),
+                                     seed=int(P["common"]["seed"])) if every else None)
     ctx = distill(ps, ps_p["latents"], run_dir, _train_params(P, iterations), int(P["common"]["seed"]),
-                  restart=True)     # run_distill clears the run dir: a rerun starts over
+                  restart=True, validate=validate, validate_every=every)   # run_distill clears the run dir
     return ps, ctx
 
 
@@ -115,7 +123,9 @@ def run_distill(P: dict[str, Any], device: str, setup: str = "presto_ls", early:
     out = OUT / "fig8" / setup if early else OUT / setup
     shutil.rmtree(out / "run", ignore_errors=True)      # a DVC rerun starts over (no stale resume)
     t0 = time.perf_counter()
-    ps, ctx = distill_setup(setup, P, out / "run", iters, device)
+    ps, ctx = distill_setup(setup, P, out / "run", iters, device, curve=not early)
+    if not early and ctx.is_main:
+        write_curve(out / "run", results_root(P), setup)
     info: dict[str, Any] = {"setup": setup, "label": SETUPS[setup].label, "iterations": ctx.step,
                             "generator_updates": sum(map(ps.is_generator_turn, range(ctx.step))),
                             "distill_s": time.perf_counter() - t0, "config": ps.cfg.to_dict()}

@@ -35,6 +35,7 @@ from presto_lib.distill.generator import PrestoSStep, build_presto_s, generator_
 from presto_lib.distill.optim import OPTIM_PRESETS, PlayerOptimConfig, build_optimizers
 from presto_lib.distill.presto_s import PrestoS, PrestoSConfig, native_budget, save_fake_score
 from presto_lib.stages.common import resume_or_restart, start, write_json
+from presto_lib.stages.learning_curve import generator_validation, validate_every, write_curve
 
 __all__ = ["run_config", "optim_config", "set_checkpointing", "sample_steps", "distill", "main"]
 
@@ -74,8 +75,10 @@ def sample_steps(cfg: PrestoSConfig, table: int, eval_steps: list[int], curve: b
 
 
 def distill(ps: PrestoS, latents_dir: str | os.PathLike, run_dir: str | os.PathLike, p: dict[str, Any],
-            seed: int, restart: bool | None = None) -> Any:
+            seed: int, restart: bool | None = None, validate: Any = None, validate_every: int = 0) -> Any:
     """Run Algorithm 1 for p["iterations"] loop steps on the latent cache; returns the loop's Context.
+
+    `validate` / `validate_every`: the loop's learning-curve hook (`stages.learning_curve`).
 
     A run dir left by a run with another PrestoSConfig or other `train` params is refused (or restarted).
     Both players train with `optim_config(p)` (default DMD2's AdamW); `checkpoint_blocks` trades compute for memory.
@@ -92,10 +95,11 @@ def distill(ps: PrestoS, latents_dir: str | os.PathLike, run_dir: str | os.PathL
     tc = TrainConfig(run_dir=str(run_dir), max_steps=int(p["iterations"]), batch_size=int(p["batch_size"]),
                      ckpt_every=int(p["ckpt_every"]), log_every=int(p["log_every"]),
                      grad_clip=float(p["grad_clip"]), ema_decay=decay,
-                     seed=seed, desc=f"Presto-S {Path(run_dir).parent.name}")
+                     seed=seed, desc=f"Presto-S {Path(run_dir).parent.name}",
+                     validate_every=validate_every if validate is not None else 0)
     return train(PrestoSStep(ps, int(p.get("crop_frames", 0))), modules=ps.modules(), optimizers=opts,
                  dataset=LatentDataset(latents_dir, "train"), cfg=tc, ema=["generator"] if decay > 0 else [],
-                 frozen={"real": ps.real}, collate_fn=collate_latents)
+                 frozen={"real": ps.real}, collate_fn=collate_latents, validate=validate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     ps, base_cfg = build_presto_s(p["base_model"], cfg, p["head"], device)
-    ctx = distill(ps, p["latents"], out / "run", p["train"], seed, restart=a.restart or None)
+    every = validate_every(int(p["train"]["iterations"]), P.get("curves"))
+    validate = (generator_validation(p["latents"], int(P["curves"]["clips"]), cfg=cfg, steps=int(p["table_steps"]),
+                                     seed=seed) if every else None)
+    ctx = distill(ps, p["latents"], out / "run", p["train"], seed, restart=a.restart or None, validate=validate,
+                  validate_every=every)
+    if ctx.is_main and validate is not None:
+        write_curve(out / "run", S.results, f"presto_s_{a.run}")
     G = (ctx.ema["generator"] if "generator" in ctx.ema else ps.G).eval()
     info: dict[str, Any] = {"run": a.run, "config": cfg.to_dict(), "distill_s": time.perf_counter() - t0,
                             "iterations": ctx.step, "generator_updates": sum(map(ps.is_generator_turn, range(ctx.step)))}

@@ -16,6 +16,7 @@ __all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS", "NOTEBOOK_RU
 R = "${common.results}"
 NOTEBOOK_RUNNER = "presto_lib.notebook_runner"       # runs every notebook stage (its imports are code deps too)
 PRETRAINED = "pretrained/${profile}"                 # the `pretrained` stage's export (pretrained/cpu committed)
+EVALUATIONS = "data/evaluations"                    # stages.evaluation.EVALUATIONS
 EDM6 = ("edm.sigma_data", "edm.p_mean", "edm.p_std", "edm.sigma_min", "edm.sigma_max", "edm.rho")
 PRESTO_L_VARIANTS = ("ase", "ase_shift", "ase_budget", "ase_st", "presto_l")   # distill.presto_l.VARIANTS
 PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_dist", "presto_l.sigma_mix",
@@ -42,6 +43,12 @@ class StageSpec:
     plots: tuple[tuple[str, dict[str, Any]], ...] = ()   # uncached CSV curves (`dvc plots show`)
     foreach: Any = None                              # a list, or a "${params.key}" string
     notes: str = ""
+    evaluates: bool = False                          # scores samples (stages.evaluation): out data/evaluations/<name>
+
+    @property
+    def evaluation_out(self) -> tuple[str, ...]:
+        """The per-clip evaluation data this stage saves (`stages.evaluation.evaluation_dir`), if it evaluates."""
+        return (f"{EVALUATIONS}/{self.name}",) if self.evaluates else ()
 
     @property
     def is_notebook(self) -> bool:
@@ -100,8 +107,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("corpus", "notebooks/01_data.ipynb", params=("common", "corpus"), outs=("data/corpus",),
               results=_f("fig_corpus_overview.png", "fig_corpus_examples.png")
               + _t("corpus_summary.csv", "corpus_summary.md")),
-    StageSpec("vae", "notebooks/02_vae.ipynb", deps=("data/corpus",), params=("common", "vae", "corpus.out_dir"),
-              persist=("data/vae",),
+    StageSpec("vae", "notebooks/02_vae.ipynb", deps=("data/corpus",),
+              params=("common", "vae", "corpus.out_dir", "curves"), persist=("data/vae",),
+              plots=((f"{R}/plots/vae_learning_curve.csv", {"x": "step", "y": "val_mel", "template": "linear"}),),
               results=_f("fig_vae_reconstruction.png") + _t("vae_reconstruction.csv", "vae_reconstruction.md"),
               metrics=_m("vae")),
     StageSpec("metrics", "notebooks/04_metrics.ipynb", deps=("data/corpus",),
@@ -113,11 +121,12 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("base", "notebooks/03_base.ipynb",
               deps=("data/corpus", "data/vae", "data/latents", "data/metrics", f"{R}/tables/metric_sanity.csv"),
               params=("common", *EDM6, "base", "metrics.reference_split", "metrics.backbone", "metrics.clap_path",
-                      "metrics.k", "metrics.musicnn_hop_s"),
+                      "metrics.k", "metrics.musicnn_hop_s", "curves"),
               persist=("data/base",), outs=("data/samples/base",),
+              plots=((f"{R}/plots/base_learning_curve.csv", {"x": "step", "y": "val_dsm", "template": "linear"}),),
               results=_f("fig_base_training.png", "fig_base_spectrograms.png")
               + _t("base_bpm_following.csv", "base_bpm_following.md") + _rows("base"),
-              metrics=_m("table2_base", "base")),
+              metrics=_m("table2_base", "base"), evaluates=True),
     StageSpec("presto_l_base_curve", "presto_lib.stages.presto_l", args="--variant base",
               deps=("data/base", "data/vae", "data/corpus"),
               params=("common", "edm", "base.sampler", "base.guidance", "base.cfg_weight", "base.sample_steps",
@@ -131,8 +140,10 @@ STAGES: tuple[StageSpec, ...] = (
                       "base.eval_prompts", "presto_l.base_model", "presto_l.vae", "presto_l.latents",
                       "presto_l.manifest", "presto_l.out_dir", "presto_l.samples_dir", "presto_l.schedule",
                       *PRESTO_L_TRAIN, "presto_l.eval_prompts", "presto_l.eval_steps", "presto_l.table_prompts",
-                      "presto_l.table_steps", "presto_l.gen_batch_size"),
-              outs=("data/presto_l/${item}", "data/samples/${item}")),
+                      "presto_l.table_steps", "presto_l.gen_batch_size", "curves"),
+              outs=("data/presto_l/${item}", "data/samples/${item}"),
+              plots=((f"{R}/plots/presto_l_${{item}}_learning_curve.csv",
+                      {"x": "step", "y": "val_dsm", "template": "linear"}),)),
     StageSpec("presto_l", "notebooks/05_presto_l.ipynb",
               deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/metrics", "data/samples/base",
                     "data/presto_l/base", *(f"data/presto_l/{v}" for v in PRESTO_L_VARIANTS),
@@ -141,7 +152,7 @@ STAGES: tuple[StageSpec, ...] = (
               results=_f("fig04_variance_depth.png", "fig06_presto_l.png", "fig10_presto_l_ablation.png")
               + _t("fig04_variance_depth.csv", "fig06_presto_l.md", "fig10_presto_l_ablation.md",
                    "presto_l_speedup.csv", "presto_l_speedup.md", "presto_l_claims.csv") + _rows("ase", "presto_l"),
-              metrics=_m("table2_ase", "table2_presto_l"),
+              metrics=_m("table2_ase", "table2_presto_l"), evaluates=True,
               plots=((f"{R}/tables/fig06_presto_l.csv", {"x": "nfe", "y": "FAD", "template": "linear"}),
                      (f"{R}/tables/fig10_presto_l_ablation.csv", {"x": "nfe", "y": "FAD", "template": "linear"}))),
     StageSpec("presto_s_run", "presto_lib.stages.presto_s", args="--run ${item}", foreach="keys:presto_s.runs",
@@ -151,15 +162,17 @@ STAGES: tuple[StageSpec, ...] = (
                       "presto_s.algorithm", "presto_s.head", "presto_s.runs.${item}", "presto_s.train",
                       "presto_s.presto_s_run", "presto_s.dmd_gan_run", "presto_s.curve_runs",
                       "presto_s.eval_prompts", "presto_s.table_prompts", "presto_s.eval_steps",
-                      "presto_s.table_steps", "presto_s.gen_batch_size"),
-              outs=("data/presto_s/${item}", "data/samples/presto_s_${item}")),
+                      "presto_s.table_steps", "presto_s.gen_batch_size", "curves"),
+              outs=("data/presto_s/${item}", "data/samples/presto_s_${item}"),
+              plots=((f"{R}/plots/presto_s_${{item}}_learning_curve.csv",
+                      {"x": "step", "y": "val_latent_mmd", "template": "linear"}),)),
     StageSpec("presto_s", "notebooks/06_presto_s.ipynb",
               deps=("data/base", "data/vae", "data/corpus", "data/metrics", "data/presto_s",
                     "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_s_${presto_s.dmd_gan_run}"),
               params=("common", "edm", "metrics", "presto_s"),
               results=_t("table1_noise_distributions.csv", "table1_noise_distributions.md", "presto_s_findings.csv")
               + _f("fig05_continuous_vs_discrete.png", "fig11_spectrograms.png") + _rows("presto_s", "dmd_gan"),
-              metrics=_m("table2_presto_s", "table2_dmd_gan")),
+              metrics=_m("table2_presto_s", "table2_dmd_gan"), evaluates=True),
     StageSpec("presto_ls_layer", "presto_lib.stages.presto_ls", args="layer", deps=("data/base", "data/latents"),
               params=("common", *EDM6, "presto_l.base_model", "presto_l.latents", *PRESTO_L_TRAIN,
                       "presto_ls.schedule", "presto_ls.layer_steps"),
@@ -171,8 +184,10 @@ STAGES: tuple[StageSpec, ...] = (
                       "presto_l.sigma_mix", "presto_l.cond_dropout", "presto_l.schedule", *PRESTO_S_RECIPE, "presto_s.vae",
                       "presto_s.manifest", "presto_s.samples_dir", "base.eval_prompts", "presto_s.table_prompts",
                       "presto_s.table_steps", "presto_s.gen_batch_size", "presto_ls.presto_s_run",
-                      "presto_ls.schedule", "presto_ls.iterations", "presto_ls.table_steps"),
-              outs=("data/presto_ls/presto_ls", "data/samples/presto_ls")),
+                      "presto_ls.schedule", "presto_ls.iterations", "presto_ls.table_steps", "curves"),
+              outs=("data/presto_ls/presto_ls", "data/samples/presto_ls"),
+              plots=((f"{R}/plots/presto_ls_learning_curve.csv",
+                      {"x": "step", "y": "val_latent_mmd", "template": "linear"}),)),
     StageSpec("presto_ls_early", "presto_lib.stages.presto_ls", args="early --setup ${item}",
               foreach="${presto_ls.fig8_setups}",
               deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/presto_ls/presto_l",
@@ -190,7 +205,7 @@ STAGES: tuple[StageSpec, ...] = (
               params=("common", "edm", "base", "metrics", "presto_l", "presto_s", "presto_ls"),
               results=_f("fig07_presto_s_variance.png", "fig08_ls_failure_modes.png")
               + _t("fig08_ls_failure_modes.csv", "latency.csv", "latency.md") + _rows("presto_ls"),
-              metrics=_m("table2_presto_ls")),
+              metrics=_m("table2_presto_ls"), evaluates=True),
     StageSpec("listening", "notebooks/08_listening_test.ipynb",
               deps=("data/corpus", "data/samples/base", "data/samples/presto_l",
                     "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_ls"),
@@ -236,6 +251,10 @@ STAGES: tuple[StageSpec, ...] = (
               deps=_rows("base", "base_79nfe", "ase", "presto_l", "presto_s", "dmd_gan", "presto_ls"),
               params=("common.results",),
               results=_t("table2_full_comparison.csv", "table2_full_comparison.md")),
+    StageSpec("noise_floor", "presto_lib.stages.noise_floor",
+              deps=("data/base", "data/vae", "data/corpus", "data/metrics", "data/samples/base"),
+              params=("common", "edm", "base", "metrics"), outs=("data/noise_floor",),
+              results=_t("noise_floor.csv"), evaluates=True),
     StageSpec("pipeline_times", "presto_lib.stages.pipeline_times",
               deps=("data/executed", f"{R}/tables/table2_full_comparison.csv"), params=("common.results",),
               results=_t("pipeline_times.csv", "pipeline_times.md")),
@@ -253,4 +272,16 @@ STAGES: tuple[StageSpec, ...] = (
               params=("common.results", "common.sample_rate", "base.manifest", "presto_s.presto_s_run",
                       "presto_s.dmd_gan_run"),
               results=(f"{R}/demo",)),
+)
+
+# The claims ledger reads every evaluating stage's per-clip data, the samples folders (a baseline nobody scored is
+# scored there), the training logs of Fig. 8 and the stage tables it judges; it runs last.
+STAGES += (
+    StageSpec("claims", "presto_lib.stages.claims",
+              deps=(*(s.evaluation_out[0] for s in STAGES if s.evaluates), "data/corpus", "data/metrics",
+                    "data/samples", "data/presto_ls", f"{R}/tables/latency.csv", f"{R}/tables/fig04_variance_depth.csv",
+                    f"{R}/tables/noise_floor.csv", f"{R}/tables/table2_full_comparison.csv"),
+              params=("common", "metrics", "presto_s", "presto_l.out_dir", "presto_l.eval_steps",
+                      "presto_ls.presto_s_run", "presto_ls.fig8_setups", "presto_ls.fig8_last"),
+              results=(f"{R}/claims.md", f"{R}/claims.csv")),
 )

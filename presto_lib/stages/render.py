@@ -59,7 +59,7 @@ def stage_entry(spec: StageSpec, root: Path) -> dict[str, Any]:
     body: dict[str, Any] = {"cmd": spec.cmd, "deps": code_deps(spec, root) + list(spec.deps)}
     if spec.params:
         body["params"] = list(spec.params)
-    outs: list[Any] = [*spec.outs, *({p: {"persist": True}} for p in spec.persist)]
+    outs: list[Any] = [*spec.outs, *spec.evaluation_out, *({p: {"persist": True}} for p in spec.persist)]
     if spec.is_notebook:
         outs.append(spec.executed)
         outs.append({spec.notebook_copy: {"cache": False}})

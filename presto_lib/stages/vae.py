@@ -10,7 +10,8 @@ import torch
 
 from presto_lib.models.vae import VAE, compute_latent_scale, save_vae
 from presto_lib.models.vae_losses import build_vae_modules, make_vae_step
-from presto_lib.stages.common import resume_or_restart
+from presto_lib.stages.common import resume_or_restart, results_root
+from presto_lib.stages.learning_curve import mel_validation, validate_every, write_curve
 
 __all__ = ["RESUMABLE_KEYS", "train_vae"]
 
@@ -39,10 +40,15 @@ def train_vae(P: dict, manifest: str | os.PathLike, out_dir: str | os.PathLike, 
     cfg = TrainConfig(run_dir=str(out_dir), max_steps=V["steps"], batch_size=V["batch_size"],
                       ckpt_every=V["ckpt_every"], log_every=V["log_every"], ema_decay=V["ema_decay"],
                       grad_clip={"vae": V["grad_clip_gen"], "disc": V["grad_clip_disc"]}, seed=C["seed"],
-                      num_workers=V["num_workers"], desc="vae", stop_after=V.get("stop_after"))
+                      num_workers=V["num_workers"], desc="vae", stop_after=V.get("stop_after"),
+                      validate_every=validate_every(int(V["steps"]), P.get("curves")))
+    validate = (mel_validation(manifest, int(P["curves"]["clips"]), sample_rate=sr, clip_samples=clip)
+                if cfg.validate_every else None)
     ctx = train(make_vae_step(V, sr), modules={"vae": vae, "disc": disc},
                 optimizers={"vae": opt(vae), "disc": opt(disc)}, dataset=ds,
-                cfg=cfg, ema=["vae"], lr_schedules={"vae": decay, "disc": decay})
+                cfg=cfg, ema=["vae"], lr_schedules={"vae": decay, "disc": decay}, validate=validate)
+    if ctx.is_main and validate is not None:
+        write_curve(out_dir, results_root(P), "vae")
     final = ctx.ema["vae"].cpu().eval()
     if ctx.is_main and ctx.step >= V["steps"]:
         n = min(len(ds), V["scale_clips"])

@@ -1,0 +1,164 @@
+"""The claims stage on tiny synthetic per-clip data: known effects give the right verdict in the written ledger."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from presto_lib.eval import claims as C
+from presto_lib.eval import claims_ledger as L
+from presto_lib.eval.evaluate import clip_data, eval_key, load_clip_data, save_clip_data
+from presto_lib.stages import claims as S
+from presto_lib.stages.evaluation import find_evaluation, load_evaluation
+from presto_lib.stages.noise_floor import floor_table
+
+N, D = 60, 4
+PROMPTS = [f"prompt {i}" for i in range(N)]
+
+
+def _system(rng, shift: float, clap: float) -> dict[str, np.ndarray]:
+    """Per-clip data of a system whose embeddings sit `shift` from the reference, with mean CLAP `clap`."""
+    return {"audio": rng.normal(size=(N, D)) + shift, "clap": clap + rng.normal(size=N),
+            "prompt": np.array(PROMPTS), "seed": np.arange(N)}
+
+
+def _params() -> dict:
+    return {"presto_s": {"out_dir": "data/presto_s", "samples_dir": "data/samples", "table_steps": 4,
+                         "eval_steps": [1, 2], "presto_s_run": "tr", "discrete_run": "discrete",
+                         "dmd_gan_run": "dmd_gan", "algorithm": {"p_dmd": "train", "gan_loss": "ls"},
+                         "runs": {"tr": {}, "inf": {"p_dmd": "inf"}, "ns": {"gan_loss": "ns"},
+                                  "dmd_gan": {"p_dmd": "inf", "gan_loss": "ns"}}},
+            "presto_l": {"out_dir": "data/presto_l", "eval_steps": [4, 8]},
+            "presto_ls": {"presto_s_run": "tr", "fig8_setups": [], "fig8_last": 5}}
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory):
+    """A project tree of saved evaluations with planted effects, run through the stage's builders and writer."""
+    root = tmp_path_factory.mktemp("proj")
+    rng = np.random.default_rng(0)
+    ev_dir = root / "data" / "evaluations"
+    good, bad = 0.0, 1.5                                      # embedding shift from the reference
+
+    def put(stage, folder, shift, clap):
+        save_clip_data(ev_dir / stage / f"{eval_key(folder)}.npz", _system(rng, shift, clap))
+
+    put("presto_s", "data/presto_s/tr/steps_4", good, 30)     # C1: p_DMD = train beats inference
+    put("presto_s", "data/presto_s/inf/steps_4", bad, 20)
+    put("presto_s", "data/presto_s/ns/steps_4", -0.0, 40)     # C2: NS beats LS on CLAP -> contradicted
+    for k in (4, 8):                                          # C4: Presto-L beats base and ASE at every budget
+        put("presto_l", f"data/presto_l/presto_l/steps_{k}", good, 30)
+        put("presto_l", f"data/presto_l/base/steps_{k}", bad, 20)
+        put("presto_l", f"data/presto_l/ase/steps_{k}", bad, 20)
+    put("presto_l", "data/presto_l/ase_shift/steps_8", good, 30)   # C13: two components help, one does nothing
+    put("presto_l", "data/presto_l/ase_st/steps_8", good, 30)
+    put("presto_l", "data/presto_l/ase_budget/steps_8", bad, 20)    # null effect: unresolved
+    put("presto_s", "data/samples/presto_s_tr", good, 30)     # C7: Presto-S vs DMD-GAN only
+    put("presto_s", "data/samples/presto_s_dmd_gan", bad, 20)
+    put("presto_ls", "data/samples/presto_ls", bad, 20)       # C8, C15: Presto-LS worse than S and base
+    put("base", "data/samples/base", good, 30)
+    tables = root / "results" / "tables"
+    tables.mkdir(parents=True)
+    runs = {"Base: 16 steps": rng.normal(1.0, 0.01, 8), "Presto-LS, 4 steps": rng.normal(0.05, 0.001, 8)}
+    pd.DataFrame({"system": list(runs), "latency_runs_s": [" ".join(map(str, v)) for v in runs.values()]}
+                 ).to_csv(tables / "latency.csv", index=False)             # C10: 20x, claim >= 10x
+    pd.DataFrame({"name": ["rho 7 vs 1000"], "estimate": [0.5], "lo": [0.3], "hi": [0.7], "direction": [1],
+                  "n": [8]}).to_csv(tables / "fig09_rho.csv", index=False)  # C12 from a cells CSV
+    I = S.Inputs(_params(), root / "results", rng.normal(size=(200, D)), eval_root=ev_dir, root=root)
+    md, csv_path = L.write_ledger(S.build_all(I, log=lambda m: None), root / "results",
+                                  header=S.floor_header(None))
+    rows = {r["id"]: r for r in L.read_ledger(csv_path)}
+    return rows, md, csv_path
+
+
+@pytest.mark.parametrize("cid,want", [
+    ("C1", C.REPRODUCED), ("C2", C.CONTRADICTED), ("C4", C.REPRODUCED), ("C13", C.UNRESOLVED), ("C8", C.CONTRADICTED),
+    ("C7", C.REPRODUCED), ("C15", C.CONTRADICTED), ("C10", C.REPRODUCED), ("C12", C.REPRODUCED)])
+def test_planted_effects_get_their_verdicts(ledger, cid, want):
+    rows, _, _ = ledger
+    assert rows[cid]["verdict"] == want, rows[cid]
+
+
+def test_every_cell_is_needed_and_listed(ledger):
+    rows, _, _ = ledger
+    c4 = rows["C4"]["ours"]
+    assert c4.count("n=60") == 2 * 2 * 3                       # 2 budgets x 2 baselines x 3 metrics
+    assert "ase_budget vs ase" in rows["C13"]["ours"]
+
+
+def test_missing_inputs_are_not_run_with_the_reason(ledger):
+    rows, md, _ = ledger
+    for cid in ("C3", "C5", "C6", "C9", "C11", "C14"):
+        assert rows[cid]["verdict"] == C.NOT_RUN, cid
+        assert rows[cid]["why / what would resolve it"], cid
+    assert ">= 3 step counts" in rows["C3"]["why / what would resolve it"]
+    assert "cm, soundctm, ditto_ctm" in rows["C7"]["why / what would resolve it"]
+    assert "Noise floor: not measured" in md.read_text()
+
+
+def test_pairing_is_checked(tmp_path):
+    rng = np.random.default_rng(1)
+    a, b = _system(rng, 0, 30), _system(rng, 1, 20)
+    b["prompt"] = b["prompt"][::-1]
+    save_clip_data(tmp_path / "x" / "presto_l__presto_l__steps_4.npz", a)
+    save_clip_data(tmp_path / "x" / "presto_l__base__steps_4.npz", b)
+    I = S.Inputs(_params(), tmp_path, rng.normal(size=(50, D)), eval_root=tmp_path)
+    with pytest.raises(ValueError, match="prompts differ"):
+        I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
+
+
+def test_shared_first_prompts_are_paired(tmp_path):
+    rng = np.random.default_rng(4)
+    a, b = _system(rng, 0, 30), _system(rng, 1.5, 20)
+    b = {k: v[:20] for k, v in b.items()}                     # B prompted with the first 20 prompts only
+    save_clip_data(tmp_path / "x" / "presto_l__presto_l__steps_4.npz", a)
+    save_clip_data(tmp_path / "x" / "presto_l__base__steps_4.npz", b)
+    I = S.Inputs(_params(), tmp_path, rng.normal(size=(50, D)), eval_root=tmp_path)
+    cells = I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
+    assert [c.n for c in cells] == [20, 20, 20]
+    assert all(c.verdict == C.REPRODUCED for c in cells)
+
+
+def test_too_few_prompts_are_not_judged(tmp_path):
+    rng = np.random.default_rng(5)
+    a, b = _system(rng, 0, 30), _system(rng, 1.5, 20)
+    save_clip_data(tmp_path / "x" / "presto_l__presto_l__steps_4.npz", {k: v[:S.MIN_PROMPTS - 1] for k, v in a.items()})
+    save_clip_data(tmp_path / "x" / "presto_l__base__steps_4.npz", b)
+    I = S.Inputs(_params(), tmp_path, rng.normal(size=(50, D)), eval_root=tmp_path)
+    with pytest.raises(S.Missing, match="shared prompts"):
+        I.cells("data/presto_l/presto_l/steps_4", "data/presto_l/base/steps_4")
+
+
+def test_clip_data_roundtrip_and_lookup(tmp_path):
+    rng = np.random.default_rng(2)
+    gen = {"audio": rng.normal(size=(5, 3)), "clap_audio": rng.normal(size=(5, 3))}
+    text = rng.normal(size=(5, 3))
+    d = clip_data(gen, text, ["a"] * 5, [0, 1, 2, 3, 4])
+    cos = (gen["clap_audio"] * text).sum(1) / np.linalg.norm(gen["clap_audio"], axis=1) / np.linalg.norm(text, axis=1)
+    np.testing.assert_allclose(d["clap"], 100 * cos, rtol=1e-6)
+    assert eval_key("data/samples/base") == eval_key("/x/proj/data/samples/base") == "samples__base"
+    p = save_clip_data(tmp_path / "stage" / "samples__base.npz", d)
+    assert find_evaluation("data/samples/base", tmp_path) == p
+    np.testing.assert_array_equal(load_evaluation("data/samples/base", root=tmp_path)["audio"], d["audio"])
+    assert load_evaluation("data/samples/none", root=tmp_path) is None
+    assert set(load_clip_data(p)) == {"audio", "clap", "prompt", "seed"}
+
+
+def test_noise_floor_of_one_model_brackets_zero():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(200, D))
+    run_1, run_2 = _system(rng, 0.5, 30), _system(rng, 0.5, 30)
+    t = floor_table(run_1, run_2, ref, n_boot=200).set_index("metric")
+    assert list(t.index) == ["FAD", "MMD", "CLAP"]
+    assert ((t["lo"] < 0) & (t["hi"] > 0)).all()              # two seeds of one model: no resolvable difference
+    assert (t["half_width"] > 0).all()
+    assert "CLAP +/- " in S.floor_header(t.reset_index())
+
+
+def test_readme_quotes_the_committed_ledger():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert readme.count(L.BEGIN) == 1 and readme.count(L.END) == 1
+    ledger = root / "results" / "claims.csv"
+    if ledger.is_file():
+        assert L.readme_snippet(ledger) in readme
