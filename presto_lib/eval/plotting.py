@@ -66,6 +66,8 @@ def display_name(system: str) -> str:
     if gan in _GAN and len(dists) == 4 and set(dists) <= {"i", "t"}:
         # Table 1: p_gen, p_DMD, p_DSM, p_GAN each the inference (I) or training (T) distribution
         return f"Presto-S ({_GAN[gan]}, {dists.upper()})"
+    if run.startswith("discrete_") and run.removeprefix("discrete_").isdigit():   # one discrete model per budget
+        return f"Presto-S (discrete, {run.removeprefix('discrete_')}-step)"
     if system.startswith("presto_ls_rho"):
         return f"Presto-LS (rho = {system.removeprefix('presto_ls_rho').replace('_', '.')})"
     return system.replace("_", " ")
