@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from presto_lib.diffusion import edm
 from presto_lib.diffusion.sampling import cfg_denoiser, sample_pingpong, to_d
 from presto_lib.distill.presto_l import BudgetEmbedder
-from presto_lib.distill.presto_s import null_condition, pingpong_sigmas
+from presto_lib.diffusion.score_model import null_like
+from presto_lib.distill.presto_s import pingpong_sigmas
 
 __all__ = ["CMConfig", "ConsistencyStudent", "guided_teacher", "ode_step", "solve_ode", "distance", "draw_w",
            "batch_inputs", "cm_loss", "CMStep", "sample_cm", "SOLVERS"]
@@ -138,7 +139,7 @@ class ConsistencyStudent(nn.Module):
 # ---- the teacher's PF ODE (eq. 1), per-sample noise levels ----------------------------------------
 
 def guided_teacher(teacher: Callable, cond: dict | None, w: Tensor | None,
-                   null_fn: NullFn = null_condition) -> Callable[[Tensor, Tensor], Tensor]:
+                   null_fn: NullFn = null_like) -> Callable[[Tensor, Tensor], Tensor]:
     """The teacher's denoiser mu_w = mu_u + w (mu_c - mu_u) with a per-sample w [B] (sec. 2.2).
 
     One batched (cond, null) teacher call per evaluation; an unconditional teacher (cond None) ignores w.
@@ -223,7 +224,7 @@ def draw_w(cfg: CMConfig, n: int, device: torch.device, generator: torch.Generat
 
 
 def cm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, cond: dict | None,
-            cfg: CMConfig, null_fn: NullFn = null_condition,
+            cfg: CMConfig, null_fn: NullFn = null_like,
             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """L_CD (Song et al. eq. 7) with the CFG weight as an input: one teacher step t_{n+1} -> t_n, target phi-."""
     B, dev = x0.shape[0], x0.device
@@ -273,7 +274,7 @@ class CMStep:
     """
 
     def __init__(self, cfg: CMConfig, module: str = "student", teacher: str = "teacher", crop_frames: int = 0,
-                 null_fn: NullFn = null_condition):
+                 null_fn: NullFn = null_like):
         self.cfg, self.module, self.teacher, self.crop, self.null_fn = cfg, module, teacher, int(crop_frames), null_fn
 
     def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:

@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from presto_lib.diffusion import edm
 from presto_lib.distill.cm import (CMConfig, NullFn, _bcast, _per_sample, _rand, batch_inputs, distance,
                                    guided_teacher, draw_w, solve_ode, target_module)
-from presto_lib.distill.presto_s import frozen, null_condition, pingpong_sigmas
+from presto_lib.diffusion.score_model import null_like
+from presto_lib.distill.presto_s import frozen, pingpong_sigmas
 
 __all__ = ["CTMConfig", "VARIANTS", "ctm_config", "ctm_jump", "feature_distance", "last_layer", "adaptive_weight",
            "ctm_loss", "CTMStep", "sample_ctm"]
@@ -137,7 +138,7 @@ def adaptive_weight(l_main: Tensor, l_aux: Tensor, layer: Tensor | None, max_wei
 
 
 def ctm_loss(student: Callable, target: Callable, teacher: Callable, x0: Tensor, cond: dict | None,
-             cfg: CTMConfig, null_fn: NullFn = null_condition,
+             cfg: CTMConfig, null_fn: NullFn = null_like,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """L_CTM (Kim et al. eq. 7) without the GAN term, + dsm_weight L_DSM; d on teacher features or raw outputs."""
     B, dev, N = x0.shape[0], x0.device, cfg.n_levels
@@ -186,7 +187,7 @@ class CTMStep:
     """
 
     def __init__(self, cfg: CTMConfig, module: str = "student", teacher: str = "teacher", crop_frames: int = 0,
-                 null_fn: NullFn = null_condition):
+                 null_fn: NullFn = null_like):
         self.cfg, self.module, self.teacher, self.crop, self.null_fn = cfg, module, teacher, int(crop_frames), null_fn
 
     def __call__(self, ctx: Any, batch: dict[str, Any], step: int) -> dict[str, float]:
