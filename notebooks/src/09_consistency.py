@@ -275,8 +275,7 @@ claim.to_csv(TABLES / "consistency_vs_presto_s.csv", index=False)
     f"Is Presto-S best among the step-distillation rows of Table 2 (profile `{P['profile']}`)?\n\n"
     + claim.round(4).to_markdown(index=False) + "\n")
 lines = []
-for r in claim.itertuples(index=False):
-    r = r._asdict()
+for r in claim.to_dict("records"):
     if r["Presto-S best (ours)"] == "n/a":
         lines.append(f"* **{r['metric']}**: not decided (a value is not a number at this profile).")
         continue
