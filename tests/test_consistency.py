@@ -329,3 +329,42 @@ def test_dsm_balance_is_the_gradient_norm_ratio_at_the_last_layer():
     l1, l2 = (y ** 2).sum(), 0.25 * (y ** 2).sum()
     assert float(adaptive_weight(l1, l2, layer)) == pytest.approx(4.0, rel=1e-5)
     assert adaptive_weight(l1.detach(), l2, layer) == 1.0
+
+
+# ---- the stage layer: run configs and the Presto-S budget ---------------------------------------------
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])
+def test_stage_runs_get_presto_s_generator_updates_batch_and_crop(profile):
+    from presto_lib.config import PROFILES, find_root, render_profile
+    from presto_lib.distill.ctm import CTMConfig
+    from presto_lib.stages.consistency import RUNS, run_config
+
+    assert profile in PROFILES
+    P = render_profile(profile, find_root())
+    ps, c = P["presto_s"], P["consistency"]["train"]
+    f = int(ps["algorithm"]["fake_updates"])
+    updates = sum(i % (f + 1) == f for i in range(int(ps["train"]["iterations"])))    # Algorithm 1, line 4
+    assert c["iterations"] == updates
+    assert (c["batch_size"], c["crop_frames"]) == (ps["train"]["batch_size"], ps["train"]["crop_frames"])
+    assert tuple(P["consistency"]["runs"]) == RUNS
+    cfgs = {r: run_config(r, P) for r in RUNS}
+    assert type(cfgs["cm"]) is CMConfig and all(isinstance(cfgs[r], CTMConfig) for r in ("soundctm", "ditto_ctm"))
+    assert cfgs["soundctm"].target_time and cfgs["soundctm"].feature_loss and cfgs["soundctm"].teacher_steps > 1
+    assert not cfgs["ditto_ctm"].target_time and cfgs["ditto_ctm"].teacher_steps == 1
+    assert all(cfg.sigma_max == P["edm"]["sigma_max"] and cfg.rho == P["edm"]["rho"] for cfg in cfgs.values())
+
+
+def test_stage_run_config_applies_overrides_and_rejects_unknown_runs():
+    from presto_lib.config import find_root, render_profile
+    from presto_lib.stages.consistency import run_config
+
+    P = render_profile("cpu", find_root())
+    P["consistency"]["runs"] = {"cm": {"n_levels": 7, "w_max": 3.0}, "soundctm": {"variant": "soundctm",
+                                                                                   "teacher_steps": 2}}
+    assert (run_config("cm", P).n_levels, run_config("cm", P).w_max) == (7, 3.0)
+    assert run_config("soundctm", P).teacher_steps == 2
+    with pytest.raises(ValueError, match="unknown consistency run"):
+        run_config("ditto_ctm", P)
+    P["consistency"]["runs"]["cm"] = {"n_level": 7}
+    with pytest.raises(ValueError, match="unknown CMConfig options"):
+        run_config("cm", P)

@@ -73,14 +73,24 @@ def test_static_closure_follows_relative_lazy_and_function_level_imports():
     assert "presto_lib/data/datasets.py" in nb and "presto_lib/config.py" in nb and "presto_lib/__init__.py" in nb
 
 
-def test_every_result_is_the_output_of_exactly_one_stage():
-    owners = {}
-    for name, body in _stage_bodies():
+def _expanded_outputs():
+    """(stage, output path) of every stage, a foreach list expanded item by item (`${item}` substituted)."""
+    for name, st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        body, items = st.get("do", st), st.get("foreach")
         for kind in ("outs", "metrics", "plots"):
             for o in body.get(kind, []):
                 path = next(iter(o)) if isinstance(o, dict) else o
-                assert path not in owners, f"{path} is an output of {owners[path]} and {name}"
-                owners[path] = name
+                if isinstance(items, list) and "${item}" in path:
+                    yield from ((f"{name}@{i}", path.replace("${item}", str(i))) for i in items)
+                else:
+                    yield name, path
+
+
+def test_every_result_is_the_output_of_exactly_one_stage():
+    owners = {}
+    for name, path in _expanded_outputs():
+        assert path not in owners, f"{path} is an output of {owners[path]} and {name}"
+        owners[path] = name
     assert owners["${common.results}/tables/table2_full_comparison.csv"] == "tables"
     stems = {Path(p).name for p in owners}
     committed = {p.name for p in (ROOT / "results").glob("*/*") if p.parent.name in ("tables", "figures")

@@ -49,6 +49,9 @@ DISPLAY_NAMES: dict[str, str] = {
     "dmd_gan": "DMD-GAN",
     "presto_s_dmd_gan": "DMD-GAN",
     "presto_s_discrete": "Presto-S (discrete)",
+    "cm": "CM",
+    "soundctm": "SoundCTM",
+    "ditto_ctm": "DITTO-CTM",
     # Fig. 8 setups (A.4)
     "ls_lfake": "LS with L-Fake/Real",
     "step_then_layer": "Step then Layer",

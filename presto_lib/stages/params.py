@@ -437,11 +437,45 @@ class CurvesParams(Group):
     clips: int = _F(min=1)
 
 
+@dataclass(frozen=True)
+class ConsistencyTrain(Group):
+    """params `consistency.train`."""
+    iterations: int = _F(min=1)
+    batch_size: int = _F(min=1)
+    crop_frames: int = _F(min=0)
+    lr: float = _F(gt=0)
+    betas: list[float]
+    ema_decay: float = _F(min=0, max=1)
+    grad_clip: float = _F(min=0)
+    ckpt_every: int = _F(min=1)
+    log_every: int = _F(min=1)
+
+
+@dataclass(frozen=True)
+class ConsistencyParams(Group):
+    """params `consistency` (CM, SoundCTM, DITTO-CTM: the consistency rows of Table 2)."""
+    base_model: str
+    vae: str
+    latents: str
+    manifest: str
+    metrics_dir: str
+    out_dir: str
+    samples_dir: str
+    runs: dict
+    train: ConsistencyTrain
+    table_prompts: int | None = _F(min=1)
+    table_steps: int = _F(min=1)
+    gen_batch_size: int = _F(min=1)
+    latency_repeats: int = _F(min=1)
+    listen_prompts: int = _F(min=1)
+    toy: dict
+
+
 GROUPS: dict[str, type[Group]] = {"common": CommonParams, "edm": EdmParams, "corpus": CorpusParams, "vae": VaeParams,
                                   "metrics": MetricsParams, "base": BaseParams, "presto_l": PrestoLParams,
                                   "presto_s": PrestoSParams, "presto_ls": PrestoLsParams,
                                   "listening": ListeningParams, "artefacts": ArtefactsParams, "m2s": M2sParams,
-                                  "curves": CurvesParams}
+                                  "curves": CurvesParams, "consistency": ConsistencyParams}
 
 
 def typed_params(P: dict[str, Any]) -> dict[str, Group]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS", "NOTEBOOK_RUNNER", "PRETRAINED"]
+__all__ = ["R", "StageSpec", "STAGES", "EDM6", "PRESTO_L_VARIANTS", "CONSISTENCY_RUNS", "NOTEBOOK_RUNNER",
+           "PRETRAINED"]
 
 R = "${common.results}"
 NOTEBOOK_RUNNER = "presto_lib.notebook_runner"       # runs every notebook stage (its imports are code deps too)
@@ -23,6 +24,11 @@ PRESTO_L_TRAIN = ("presto_l.ref_depth", "presto_l.st_weight", "presto_l.sigma_di
                   "presto_l.cond_dropout",
                   "presto_l.lr", "presto_l.batch_size", "presto_l.steps", "presto_l.grad_clip",
                   "presto_l.ema_decay", "presto_l.ckpt_every", "presto_l.log_every")
+CONSISTENCY_RUNS = ("cm", "soundctm", "ditto_ctm")                      # stages.consistency.RUNS
+CONSISTENCY_RUN = ("consistency.base_model", "consistency.vae", "consistency.latents", "consistency.manifest",
+                   "consistency.metrics_dir", "consistency.out_dir", "consistency.samples_dir",
+                   "consistency.runs.${item}", "consistency.train", "consistency.table_prompts",
+                   "consistency.table_steps", "consistency.gen_batch_size", "consistency.latency_repeats")
 PRESTO_S_RECIPE = ("presto_s.base_model", "presto_s.latents", "presto_s.out_dir", "presto_s.algorithm",
                    "presto_s.head", "presto_s.runs", "presto_s.train")
 
@@ -206,9 +212,26 @@ STAGES: tuple[StageSpec, ...] = (
               results=_f("fig07_presto_s_variance.png", "fig08_ls_failure_modes.png")
               + _t("fig08_ls_failure_modes.csv", "latency.csv", "latency.md") + _rows("presto_ls"),
               metrics=_m("table2_presto_ls"), evaluates=True),
+    StageSpec("consistency_run", "presto_lib.stages.consistency", args="--run ${item}",
+              foreach="keys:consistency.runs",
+              deps=("data/base", "data/vae", "data/latents", "data/corpus", "data/metrics"),
+              params=("common", *EDM6, "base.eval_prompts", "metrics.reference_split", "metrics.backbone",
+                      "metrics.clap_path", "metrics.k", "metrics.musicnn_hop_s", *CONSISTENCY_RUN),
+              outs=("data/consistency/${item}", "data/samples/${item}"),
+              results=(f"{R}/tables/table2_rows/${{item}}.csv",), metrics=(f"{R}/metrics/table2_${{item}}.json",)),
+    StageSpec("consistency", "notebooks/09_consistency.ipynb",
+              deps=("data/consistency", *(f"data/samples/{r}" for r in CONSISTENCY_RUNS),
+                    "data/presto_s/${presto_s.presto_s_run}/info.json",
+                    "data/samples/presto_s_${presto_s.presto_s_run}", f"{R}/tables/table2_full_comparison.csv"),
+              params=("common", "edm", "presto_s.presto_s_run", "presto_s.algorithm", "presto_s.train",
+                      "consistency"),
+              results=_f("fig_consistency_toy.png", "fig_consistency_table2.png")
+              + _t("consistency_toy.csv", "consistency_budget.csv", "consistency_vs_presto_s.csv",
+                   "consistency_vs_presto_s.md")),
     StageSpec("listening", "notebooks/08_listening_test.ipynb",
               deps=("data/corpus", "data/samples/base", "data/samples/presto_l",
-                    "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_ls"),
+                    "data/samples/presto_s_${presto_s.presto_s_run}", "data/samples/presto_ls",
+                    "data/samples/soundctm"),
               extra_code=("presto_lib/eval/listening_page",), params=("common", "listening"),
               outs=("data/listening_test/kit",),
               results=_f("fig12_listening_test.png") + _t("listening_test.csv", "listening_test.md")),
@@ -248,7 +271,7 @@ STAGES: tuple[StageSpec, ...] = (
                     f"{R}/tables/table4_max_batch.csv", f"{R}/tables/m2s.csv"),
               params=("common", "artefacts", "m2s")),
     StageSpec("tables", "presto_lib.stages.tables",
-              deps=_rows("base", "base_79nfe", "ase", "presto_l", "presto_s", "dmd_gan", "presto_ls"),
+              deps=_rows("base", "base_79nfe", "ase", "presto_l", "presto_s", "dmd_gan", "presto_ls", *CONSISTENCY_RUNS),
               params=("common.results",),
               results=_t("table2_full_comparison.csv", "table2_full_comparison.md")),
     StageSpec("noise_floor", "presto_lib.stages.noise_floor",

@@ -20,9 +20,10 @@ from presto_lib.stages.common import Stage, start
 __all__ = ["TABLE2_ORDER", "TABLE2", "ROWS_DIR", "row_path", "write_rows", "assemble_table2", "main"]
 
 # (system key, Model name) in the paper's Table 2 order: the base row, Presto-L and its ASE baseline, the step
-# distillation methods, then Presto-LS
+# distillation methods (consistency-based: CM, SoundCTM, DITTO-CTM; adversarial), then Presto-LS
 TABLE2_ORDER = (("base", "DPM-2S"), ("base_79nfe", "DPM-2S (paper budget)"),
                 ("ase", "DPM-2S+ASE"), ("presto_l", "DPM-2S+Presto-L"),
+                ("cm", "CM"), ("soundctm", "SoundCTM"), ("ditto_ctm", "DITTO-CTM"),
                 ("presto_s", "Presto-S"), ("dmd_gan", "DMD-GAN"), ("presto_ls", "Presto-LS"))
 TABLE2 = "table2_full_comparison"
 ROWS_DIR = "table2_rows"
