@@ -94,12 +94,15 @@ def rejection_sweep(gen: dict[str, np.ndarray], text_emb: np.ndarray, ref: dict[
 
 
 def evaluator_sweep(ev, waves: list[np.ndarray], sample_rate: int, captions: Sequence[str],
-                    ratios: Sequence[float] = PAPER_RATIOS, groups: Sequence | None = None) -> pd.DataFrame:
-    """`rejection_sweep` for clips in memory with an `evaluate.Evaluator` (its backbone, CLAP, cached reference)."""
+                    ratios: Sequence[float] = PAPER_RATIOS, groups: Sequence | None = None,
+                    gen: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """`rejection_sweep` for clips in memory with an `evaluate.Evaluator` (its backbone, CLAP, cached reference);
+    `gen`: the clips' `ev.embed` when already computed."""
     if ev.clap is None:
         raise ValueError("the Evaluator has no CLAP model (clap=None): nothing to rank by")
     ref = ev.reference()
-    return rejection_sweep(ev.embed(waves, sample_rate), ev.text_embeddings(list(captions)), ref, ratios, groups,
+    gen = ev.embed(waves, sample_rate) if gen is None else gen
+    return rejection_sweep(gen, ev.text_embeddings(list(captions)), ref, ratios, groups,
                            mmd_sigma=float(ref["sigma"]), k=ev.k, clap_name=ev.clap_name)
 
 
