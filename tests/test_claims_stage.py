@@ -63,7 +63,7 @@ def ledger(tmp_path_factory):
     pd.DataFrame({"system": list(runs), "latency_runs_s": [" ".join(map(str, v)) for v in runs.values()]}
                  ).to_csv(tables / "latency.csv", index=False)             # C10: 20x, claim >= 10x
     pd.DataFrame({"name": ["rho 7 vs 1000"], "estimate": [0.5], "lo": [0.3], "hi": [0.7], "direction": [1],
-                  "n": [8]}).to_csv(tables / "fig09_rho.csv", index=False)  # C12 from a cells CSV
+                  "n": [8]}).to_csv(tables / "fig09_claim_cells.csv", index=False)  # C12: cells
     I = S.Inputs(_params(), root / "results", rng.normal(size=(200, D)), eval_root=ev_dir, root=root)
     md, csv_path = L.write_ledger(S.build_all(I, log=lambda m: None), root / "results",
                                   header=S.floor_header(None))
@@ -162,3 +162,15 @@ def test_readme_quotes_the_committed_ledger():
     ledger = root / "results" / "claims.csv"
     if ledger.is_file():
         assert L.readme_snippet(ledger) in readme
+
+
+def test_write_cells_round_trips_through_read_cells(tmp_path):
+    from presto_lib.eval.claims import paired_diff_ci
+    rng = np.random.default_rng(3)
+    cells = [paired_diff_ci(rng.normal(1, 0.1, 8), np.zeros(8), direction=1, name="up", n_boot=200),
+             paired_diff_ci(rng.normal(0, 1, 8), np.zeros(8), direction=-1, name="down", n_boot=200)]
+    back = S.read_cells(S.write_cells(cells, tmp_path / "t" / "cells.csv"))
+    assert [(c.name, c.direction, c.n, c.verdict) for c in back] == [(c.name, c.direction, c.n, c.verdict)
+                                                                     for c in cells]
+    assert np.allclose([c.estimate for c in back], [c.estimate for c in cells])
+    assert back[0].verdict == C.REPRODUCED

@@ -111,3 +111,30 @@ def test_evaluator_sweep_wires_the_evaluator():
     from presto_lib.eval.rejection import evaluator_sweep
     got = evaluator_sweep(Ev(), [np.zeros(5)] * 12, 100, [str(i) for i in range(12)], ratios=[0.0, 0.5])
     pd.testing.assert_frame_equal(got, df)
+
+
+# ---- C11 cells: kept vs all, per prompt ----
+
+def test_kept_vs_all_against_a_hand_computation():
+    from presto_lib.eval.rejection import kept_vs_all
+    clap = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 0.0])
+    emb = np.array([[0.0], [1.0], [3.0], [0.0], [2.0], [6.0]])
+    t = kept_vs_all(clap, emb, [0, 0, 0, 1, 1, 1], [1, 2, 3, 4])
+    assert t.clap_kept.tolist() == [2.5, 4.5] and t.clap_all.tolist() == [2.0, 3.0]
+    assert t.spread_kept.tolist() == [2.0, 2.0]
+    assert np.allclose(t.spread_all, [(1 + 3 + 2) / 3, (2 + 6 + 4) / 3])
+
+
+def test_rejection_cells_signs_follow_the_paper():
+    """Candidates with high CLAP sit close together: rejection raises CLAP (+1) and lowers the spread (-1)."""
+    from presto_lib.eval.claims import REPRODUCED
+    from presto_lib.eval.rejection import rejection_cells
+    rng = np.random.default_rng(0)
+    P, k = 12, 6
+    clap = rng.normal(size=P * k)
+    emb = rng.normal(size=(P * k, 4)) * np.exp(-clap)[:, None]       # the better the CLAP, the tighter the cluster
+    cells = rejection_cells(clap, emb, np.repeat(np.arange(P), k), [0.0, 0.5, 0.9], n_boot=300)
+    assert [c.direction for c in cells] == [1, -1]
+    assert "r=0.9" in cells[0].name and "r=0.5" in cells[1].name     # r = 0.9 keeps 1 of 6: no spread there
+    assert cells[0].estimate > 0 and cells[1].estimate < 0 and all(c.n == P for c in cells)
+    assert [c.verdict for c in cells] == [REPRODUCED, REPRODUCED]

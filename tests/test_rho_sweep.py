@@ -87,3 +87,12 @@ def test_generator_rho_sweep_conditions_the_generator():
     bank = NoiseBank.draw((2, 8), [0, 1], 4)
     expect = sample_with_bank(lambda x, s: gauss(x, s) + torch.tensor([1.0, 2.0]).reshape(-1, 1, 1), bank, sched(7.0))
     assert torch.allclose(out[7.0], expect)
+
+
+def test_per_seed_distance_pairs_each_seed_with_itself():
+    from presto_lib.eval.rho_sweep import per_seed_distance
+    out = {7.0: np.array([[0.0, 0.0], [1.0, 1.0]]), 1000.0: np.array([[3.0, 4.0], [1.0, 1.0]])}
+    assert per_seed_distance(out, 1000.0, 7.0).tolist() == [5.0, 0.0]        # seed 1 unchanged, seed 0 moved 5
+    assert per_seed_distance(out, 1000.0, 7.0, embed=lambda x: 2 * x).tolist() == [10.0, 0.0]
+    with pytest.raises(ValueError, match="not among"):
+        per_seed_distance(out, 100.0, 7.0)

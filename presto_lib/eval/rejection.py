@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from presto_lib.eval import metrics as M
+from presto_lib.eval.claims import Comparison, paired_diff_ci
 from presto_lib.eval.evaluate import score
 
-__all__ = ["n_keep", "reject", "clap_ranking", "rejection_sweep", "evaluator_sweep", "check_rejection_claims"]
+__all__ = ["n_keep", "reject", "clap_ranking", "rejection_sweep", "evaluator_sweep", "check_rejection_claims",
+           "mean_pairwise_distance", "kept_vs_all", "rejection_cells"]
 
 PAPER_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -92,12 +94,15 @@ def rejection_sweep(gen: dict[str, np.ndarray], text_emb: np.ndarray, ref: dict[
 
 
 def evaluator_sweep(ev, waves: list[np.ndarray], sample_rate: int, captions: Sequence[str],
-                    ratios: Sequence[float] = PAPER_RATIOS, groups: Sequence | None = None) -> pd.DataFrame:
-    """`rejection_sweep` for clips in memory with an `evaluate.Evaluator` (its backbone, CLAP, cached reference)."""
+                    ratios: Sequence[float] = PAPER_RATIOS, groups: Sequence | None = None,
+                    gen: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """`rejection_sweep` for clips in memory with an `evaluate.Evaluator` (its backbone, CLAP, cached reference);
+    `gen`: the clips' `ev.embed` when already computed."""
     if ev.clap is None:
         raise ValueError("the Evaluator has no CLAP model (clap=None): nothing to rank by")
     ref = ev.reference()
-    return rejection_sweep(ev.embed(waves, sample_rate), ev.text_embeddings(list(captions)), ref, ratios, groups,
+    gen = ev.embed(waves, sample_rate) if gen is None else gen
+    return rejection_sweep(gen, ev.text_embeddings(list(captions)), ref, ratios, groups,
                            mmd_sigma=float(ref["sigma"]), k=ev.k, clap_name=ev.clap_name)
 
 
@@ -117,3 +122,57 @@ def check_rejection_claims(sweep: pd.DataFrame, clap_name: str = "CLAP (corpus)"
               ("Coverage", "falls", b["Coverage"] < a["Coverage"])]
     return pd.DataFrame([{"metric": m, "claim": c, "r0": float(a[m]), f"r{b['r']:g}": float(b[m]), "holds": bool(h)}
                          for m, c, h in claims if m in sweep])
+
+
+# ---- per-prompt cells for the claims ledger (C11) --------------------------------------------------
+
+def mean_pairwise_distance(emb: np.ndarray) -> float:
+    """Within-set spread: mean L2 distance over distinct pairs of rows (NaN with fewer than 2 rows)."""
+    e = np.asarray(emb, dtype=np.float64).reshape(len(emb), -1)
+    if len(e) < 2:
+        return float("nan")
+    d = np.linalg.norm(e[:, None] - e[None], axis=-1)
+    return float(d[~np.eye(len(e), dtype=bool)].mean())
+
+
+def kept_vs_all(clip_clap: Sequence[float], emb: np.ndarray, groups: Sequence, kept: Sequence[int]) -> pd.DataFrame:
+    """Per prompt (group): mean per-clip CLAP and embedding spread of the kept candidates and of all of them.
+
+    Columns: prompt, clap_kept, clap_all, spread_kept, spread_all (spread = `mean_pairwise_distance`; NaN where a
+    prompt keeps a single candidate). A.10: CLAP rises (clap_kept > clap_all), diversity falls (spread_kept <
+    spread_all).
+    """
+    c, e = np.asarray(clip_clap, dtype=np.float64), np.asarray(emb, dtype=np.float64)
+    g = np.asarray(groups)
+    if not len(c) == len(e) == len(g):
+        raise ValueError(f"{len(c)} CLAP scores, {len(e)} embeddings, {len(g)} group labels")
+    keep = np.zeros(len(c), dtype=bool)
+    keep[np.asarray(kept, dtype=int)] = True
+    rows = []
+    for label in pd.unique(g):
+        m = g == label
+        if not (keep & m).any():
+            raise ValueError(f"prompt {label!r} keeps no candidate")
+        rows.append({"prompt": label, "clap_kept": float(c[keep & m].mean()), "clap_all": float(c[m].mean()),
+                     "spread_kept": mean_pairwise_distance(e[keep & m]), "spread_all": mean_pairwise_distance(e[m])})
+    return pd.DataFrame(rows)
+
+
+def rejection_cells(clip_clap: Sequence[float], emb: np.ndarray, groups: Sequence, ratios: Sequence[float],
+                    ranking: Sequence[float] | None = None, n_boot: int = 2000) -> list[Comparison]:
+    """C11's cells (A.10), paired over prompts: CLAP of kept - all at the largest r (direction +1), and the
+    embedding spread of kept - all at the largest r that keeps >= 2 candidates per prompt (direction -1)."""
+    rank = np.asarray(clip_clap if ranking is None else ranking, dtype=np.float64)
+    rs = sorted(float(r) for r in ratios if float(r) > 0)
+    if not rs:
+        raise ValueError("need a rejection ratio r > 0")
+    t = kept_vs_all(clip_clap, emb, groups, reject(rank, rs[-1], groups))
+    cells = [paired_diff_ci(t.clap_kept, t.clap_all, direction=1, n_boot=n_boot,
+                            name=f"CLAP: kept at r={rs[-1]:g} - all candidates")]
+    for r in reversed(rs):
+        t = kept_vs_all(clip_clap, emb, groups, reject(rank, r, groups))
+        if np.isfinite(t.spread_kept).all():
+            cells.append(paired_diff_ci(t.spread_kept, t.spread_all, direction=-1, n_boot=n_boot,
+                                        name=f"diversity (mean pairwise distance): kept at r={r:g} - all"))
+            break
+    return cells

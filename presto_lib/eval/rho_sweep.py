@@ -20,7 +20,8 @@ from torch import Tensor
 
 from presto_lib.diffusion.sampling import sample_pingpong
 
-__all__ = ["NoiseBank", "sample_with_bank", "rho_sweep", "generator_rho_sweep", "distance_to_reference"]
+__all__ = ["NoiseBank", "sample_with_bank", "rho_sweep", "generator_rho_sweep", "per_seed_distance",
+           "distance_to_reference"]
 
 PAPER_RHOS = (7.0, 10.0, 20.0, 50.0, 100.0, 1000.0)   # Fig. 9 spans rho = 7 (EDM default) to 1000
 
@@ -80,6 +81,18 @@ def generator_rho_sweep(t2m: Any, G: Callable, captions: Sequence[str], bpms: Se
 def _flat(x: Any) -> np.ndarray:
     a = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
     return a.reshape(len(a), -1)
+
+
+def per_seed_distance(outputs: dict[float, Any], rho_a: float, rho_b: float = 7.0,
+                      embed: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
+    """[B] L2 distance of each sample's embedding at rho_a to its own output at rho_b (same latent code)."""
+    for r in (rho_a, rho_b):
+        if r not in outputs:
+            raise ValueError(f"rho {r} not among the swept values {sorted(outputs)}")
+    a, b = (_flat(embed(outputs[r]) if embed is not None else outputs[r]) for r in (rho_a, rho_b))
+    if a.shape != b.shape:
+        raise ValueError(f"embeddings differ in shape: {a.shape} vs {b.shape}")
+    return np.linalg.norm(a - b, axis=1)
 
 
 def distance_to_reference(outputs: dict[float, Any], ref_rho: float = 7.0,

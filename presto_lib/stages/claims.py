@@ -7,7 +7,7 @@ Every claim is judged by the one rule of `eval.claims` (paired bootstrap interva
 - the reference embeddings (data/metrics/reference, through the evaluator);
 - stage tables under <results>/tables: latency.csv (raw timings, C10), fig04_variance_depth.csv (C5),
   noise_floor.csv (the ledger's header), and "cells" CSVs (columns CELL_COLUMNS: one row per judged cell)
-  for claims made elsewhere: fig13_clap_rejection.csv (C11), fig09_rho.csv (C12), fig07_claim_cells.csv (C6);
+  for claims made elsewhere: fig13_claim_cells.csv (C11), fig09_claim_cells.csv (C12), fig07_claim_cells.csv (C6);
 - training logs data/presto_ls/{presto_ls/run, fig8/<setup>/run}/log.csv (C9).
 A claim whose inputs are missing is `not run`, with the reason. Writes <results>/claims.md + claims.csv and, for
 the committed profile, the README's findings block between the claims markers.
@@ -28,10 +28,11 @@ from presto_lib.eval.claims import Comparison, paired_diff_ci, ratio_ci, trend_c
 from presto_lib.eval.claims_cells import check_paired, metric_cells
 from presto_lib.eval.claims_ledger import CLAIMS, ClaimResult, claim, not_run, readme_snippet, splice_readme, \
     write_ledger
-from presto_lib.stages.common import COMMITTED_PROFILE, start
+from presto_lib.stages.common import COMMITTED_PROFILE, atomic_path, start
 from presto_lib.stages.evaluation import EVALUATIONS, load_evaluation, make_evaluator
 
-__all__ = ["CELL_COLUMNS", "BASELINES", "Inputs", "BUILDERS", "build_all", "read_cells", "floor_header", "main"]
+__all__ = ["CELL_COLUMNS", "BASELINES", "Inputs", "BUILDERS", "build_all", "read_cells", "write_cells",
+           "floor_header", "main"]
 
 N_BOOT = 300
 MIN_PROMPTS = 8            # fewer paired prompts give a degenerate bootstrap (n = 2 has 3 distinct resamples)
@@ -103,6 +104,18 @@ def read_cells(path: str | Path) -> list[Comparison]:
     return [Comparison(str(r["name"]), float(r["estimate"]), float(r["lo"]), float(r["hi"]), int(r["direction"]),
                        int(r["n"]), int(r.get("seeds", 1) or 1), float(r.get("null", 0.0) or 0.0))
             for _, r in df.iterrows()]
+
+
+def write_cells(cells: list[Comparison], path: str | Path) -> Path:
+    """Write cells as the CSV `read_cells` reads (CELL_COLUMNS + seeds, null), atomically."""
+    df = pd.DataFrame([{"name": c.name, "estimate": c.estimate, "lo": c.lo, "hi": c.hi, "direction": c.direction,
+                        "n": c.n, "seeds": c.seeds, "null": c.null, "verdict": c.verdict} for c in cells],
+                      columns=[*CELL_COLUMNS, "seeds", "null", "verdict"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
 
 
 # ---- Presto-S runs (Table 1, Fig. 5) ----
@@ -286,8 +299,8 @@ def c14(I: Inputs) -> ClaimResult:
 BUILDERS: dict[str, Callable[[Inputs], ClaimResult]] = {
     "C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5,
     "C6": lambda I: _cells_claim(I, "C6", "fig07_claim_cells.csv"), "C7": c7, "C8": c8, "C9": c9, "C10": c10,
-    "C11": lambda I: _cells_claim(I, "C11", "fig13_clap_rejection.csv"),
-    "C12": lambda I: _cells_claim(I, "C12", "fig09_rho.csv"), "C13": c13, "C14": c14, "C15": c15}
+    "C11": lambda I: _cells_claim(I, "C11", "fig13_claim_cells.csv"),
+    "C12": lambda I: _cells_claim(I, "C12", "fig09_claim_cells.csv"), "C13": c13, "C14": c14, "C15": c15}
 
 
 def build_all(I: Inputs, log: Callable[[str], None] = print) -> list[ClaimResult]:

@@ -11,6 +11,10 @@ with the shared evaluator (`eval.rejection.evaluator_sweep`). Writes
     <results>/figures/fig13_clap_rejection.png          each metric against r, r = 0 (plain Presto-LS) marked
     <results>/tables/fig13_clap_rejection.{csv,md}      one row per r
     <results>/tables/fig13_claims.csv                   A.10's claims in numbers (`check_rejection_claims`)
+    <results>/tables/fig13_claim_cells.csv              C11's cells paired over prompts (`rejection_cells`, written
+                                                        by `stages.claims.write_cells`): per-clip CLAP of the kept
+                                                        minus all candidates at the largest r (+1), their embedding
+                                                        spread (mean pairwise distance) kept minus all (-1)
     <results>/metrics/fig13_clap_rejection.json
 """
 from __future__ import annotations
@@ -56,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     from presto_lib.distill.generator import generator_sampler
     from presto_lib.eval.evaluate import read_samples
     from presto_lib.eval.plotting import save_figure, set_theme
-    from presto_lib.eval.rejection import check_rejection_claims, evaluator_sweep
+    from presto_lib.eval.claims_cells import per_clip_clap
+    from presto_lib.eval.rejection import check_rejection_claims, evaluator_sweep, rejection_cells
     from presto_lib.stages.artefacts import presto_ls_generator
+    from presto_lib.stages.claims import write_cells
     from presto_lib.stages.evaluation import make_evaluator
 
     ap = argparse.ArgumentParser(prog="python -m presto_lib.stages.fig13_clap_rejection", description=__doc__,
@@ -78,12 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         df.to_csv(tmp, index=False)
     waves, sr, df = read_samples(OUT)
     ev = make_evaluator(S.P, "presto_s")
-    sweep = evaluator_sweep(ev, waves, sr, list(df["caption"].astype(str)),
-                            [float(r) for r in A["rejection_ratios"]], groups=df["prompt"].tolist())
+    ratios, groups, captions = [float(r) for r in A["rejection_ratios"]], df["prompt"].tolist(), \
+        list(df["caption"].astype(str))
+    gen = ev.embed(waves, sr)                                     # embedded once: the sweep and C11's cells
+    sweep = evaluator_sweep(ev, waves, sr, captions, ratios, groups=groups, gen=gen)
     sweep.insert(1, "k", k)
     sweep.to_csv(S.tables / "fig13_clap_rejection.csv", index=False)
     claims = check_rejection_claims(sweep, ev.clap_name, float(A["rejection_tolerance"]))
     claims.to_csv(S.tables / "fig13_claims.csv", index=False)
+    clip_clap = per_clip_clap(gen["clap_audio"], ev.text_embeddings(captions))      # memoised text embeddings
+    write_cells(rejection_cells(clip_clap, gen["audio"], groups, ratios),
+                S.tables / "fig13_claim_cells.csv")
     write_text(S.tables / "fig13_clap_rejection.md",
                f"Presto-LS ({steps} steps), {len(prompts)} test prompts x {k} candidates; CLAP rejection per "
                "prompt.\n\n"
