@@ -195,6 +195,7 @@ def test_train_vae_resumes_exports_and_restarts_on_new_params(tmp_path):
     P = render_profile("smoke")
     P["common"] = {**P["common"], "clip_seconds": 1.0}
     P["vae"] = {**P["vae"], "steps": 6, "gan_start": 3, "ckpt_every": 2, "scale_clips": 4}
+    P["curves"] = {**P["curves"], "points": 0}          # this corpus has no valid split; curves: test_learning_curve
     manifest, out = _tiny_corpus(tmp_path / "corpus"), tmp_path / "vae"
     train_vae(P, manifest, out, stop_after=4)          # "killed" after 4 steps: nothing exported yet
     assert not (out / "model.safetensors").exists()
