@@ -29,23 +29,27 @@ def _groups(channels: int) -> int:
     return next(g for g in range(min(32, channels), 0, -1) if channels % g == 0)
 
 
+def _trunk(hidden: int, ch: int, n_down: int) -> list[nn.Module]:
+    """The conv trunk both heads share: n_down strided blocks (each halves latent time: T -> ceil(T / 2), so
+    T = 1 stays 1), then one unstrided block; [B, hidden, T] -> [B, ch, ceil(T / 2^n_down)]."""
+    if n_down < 0:
+        raise ValueError(f"n_down must be >= 0, got {n_down}")
+    layers: list[nn.Module] = []
+    c_in = hidden
+    for _ in range(n_down):
+        layers += [nn.Conv1d(c_in, ch, kernel_size=3, stride=2, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU()]
+        c_in = ch
+    return layers + [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU()]
+
+
 class DiscriminatorHead(nn.Module):
     """Features [B, T, hidden] -> logits [B, T / 2^n_down]: strided 1-D convs, partial downsampling (sec. 3.2.3)."""
 
     def __init__(self, hidden: int, channels: int | None = None, n_down: int = 2):
         super().__init__()
-        if n_down < 0:
-            raise ValueError(f"n_down must be >= 0, got {n_down}")
         ch = channels or hidden
-        layers: list[nn.Module] = []
-        c_in = hidden
-        for _ in range(n_down):           # each block halves latent time: T -> ceil(T / 2), so T = 1 stays 1
-            layers += [nn.Conv1d(c_in, ch, kernel_size=3, stride=2, padding=1), nn.GroupNorm(_groups(ch), ch),
-                       nn.SiLU()]
-            c_in = ch
-        layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
-                   nn.Conv1d(ch, 1, kernel_size=1)]       # one logit per low-resolution time step
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*_trunk(hidden, ch, n_down),
+                                 nn.Conv1d(ch, 1, kernel_size=1))       # one logit per low-resolution time step
         self.hidden, self.n_down, self.channels = hidden, n_down, ch
 
     kind = "presto"
@@ -63,18 +67,9 @@ class DMD2Head(nn.Module):
 
     def __init__(self, hidden: int, channels: int | None = None, n_down: int = 2):
         super().__init__()
-        if n_down < 0:
-            raise ValueError(f"n_down must be >= 0, got {n_down}")
         ch = channels or hidden
-        layers: list[nn.Module] = []
-        c_in = hidden
-        for _ in range(n_down):
-            layers += [nn.Conv1d(c_in, ch, kernel_size=3, stride=2, padding=1), nn.GroupNorm(_groups(ch), ch),
-                       nn.SiLU()]
-            c_in = ch
-        layers += [nn.Conv1d(c_in, ch, kernel_size=3, padding=1), nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
-                   nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(ch, 1)]   # whole clip -> a single logit
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*_trunk(hidden, ch, n_down),
+                                 nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(ch, 1))   # whole clip -> one logit
         self.hidden, self.n_down, self.channels = hidden, n_down, ch
 
     kind = "dmd2"
