@@ -14,8 +14,8 @@ Noise levels are continuous everywhere. Training draws ln(sigma) ~ N(P_mean, P_s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Callable, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,13 +31,27 @@ SigmaLike = float | Tensor
 
 @dataclass
 class EDMConfig:
-    """EDM noise settings shared by PrestoLConfig and PrestoSConfig; field names are the params' `edm` keys."""
+    """EDM noise settings shared by the distillation configs (which inherit from_dict / to_dict); field names are
+    the params' `edm` keys."""
     sigma_data: float = SIGMA_DATA      # data std of the preconditioning (eq. 4)
     p_mean: float = P_MEAN              # training noise: ln(sigma) ~ N(p_mean, p_std^2)
     p_std: float = P_STD
     sigma_min: float = SIGMA_MIN        # inference noise: eq. 9's range and warp
     sigma_max: float = SIGMA_MAX
     rho: float = RHO
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EDMConfig":
+        """Build (a subclass) from a params dict, rejecting unknown keys."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} options {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable)."""
+        return asdict(self)
 
 
 EDM_KEYS: tuple[str, ...] = tuple(f.name for f in fields(EDMConfig))   # the params' `edm` keys a config takes

@@ -24,7 +24,7 @@ Sampling: multistep consistency sampling (Song et al. Algorithm 1), i.e. ping-po
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -75,18 +75,6 @@ class CMConfig(edm.EDMConfig):
             raise ValueError(f"weighting must be 'uniform' or 'inv_gap', got {self.weighting!r}")
         if self.target not in ("stopgrad", "ema"):
             raise ValueError(f"target must be 'stopgrad' or 'ema', got {self.target!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CMConfig":
-        """Build from a params dict, rejecting unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _per_sample(v: Tensor | float, x: Tensor) -> Tensor:

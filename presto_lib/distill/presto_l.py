@@ -18,7 +18,7 @@ every call, so the samplers, CFG / CFG++ wrappers and `TextToMusic` use it exact
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,18 +68,6 @@ class PrestoLConfig(edm.EDMConfig):
         if not isinstance(self.schedule, str):
             self.schedule = [int(n) for n in self.schedule]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PrestoLConfig":
-        """Build from a params dict, rejecting unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown Presto-L options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable)."""
-        return asdict(self)
 
     def drop_schedule(self, depth: int) -> DropSchedule:
         """The schedule scaled to a `depth`-block model."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -71,18 +71,6 @@ class PrestoSConfig(edm.EDMConfig):
             raise ValueError("use_dmd and use_gan are both off: the generator would get no gradient")
         if self.fake_updates < 1 or self.discrete_levels < 0:
             raise ValueError("fake_updates must be >= 1 and discrete_levels >= 0")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PrestoSConfig":
-        """Build from a params dict, rejecting unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown Presto-S options {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---- schedules and helpers -----------------------------------------------------------------------
