@@ -20,6 +20,8 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
+from presto_lib.fields import reject_unknown
+
 SIGMA_DATA = 0.5     # paper A.1 (following Karras et al. 2024)
 P_MEAN, P_STD = -0.4, 1.0
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
@@ -43,10 +45,7 @@ class EDMConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EDMConfig":
         """Build (a subclass) from a params dict, rejecting unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} options {sorted(unknown)}; known: {sorted(names)}")
+        reject_unknown(cls, d, f"{cls.__name__} options")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

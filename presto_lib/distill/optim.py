@@ -1,10 +1,12 @@
 """Optimisers of Presto-S's two players (A.1; DMD2), and how the paper's iteration count maps to our loop."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from presto_lib.fields import reject_unknown
 
 __all__ = ["PlayerOptimConfig", "OPTIM_PRESETS", "build_optimizers", "loop_steps"]
 
@@ -45,10 +47,7 @@ class PlayerOptimConfig:
         """Build from a params dict (a `preset` key starts from OPTIM_PRESETS[preset]), rejecting unknown keys."""
         d = dict(d)
         base = dict(OPTIM_PRESETS[d.pop("preset")]) if "preset" in d else {}
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown optimiser options {sorted(unknown)}; known: {sorted(names | {'preset'})}")
+        reject_unknown(cls, d, "optimiser options", also=("preset",))
         return cls(**{**base, **d})
 
 

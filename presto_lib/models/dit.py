@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.utils.checkpoint
 import torch.nn as nn
+
+from presto_lib.fields import reject_unknown
 
 from .layers import AttnContext, DiTBlock, FinalLayer, ScalarEmbedder, rope_tables
 
@@ -89,10 +91,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DiTConfig":
         """Builds a config from a dict; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown DiTConfig keys: {sorted(unknown)}")
+        reject_unknown(cls, d, "DiTConfig keys")
         if "bpm_emb" not in d and "bpm_emb_scale" in d:     # a saved config from before `bpm_emb`: legacy BPM
             d = {**d, "bpm_emb": "sinusoidal"}
         return cls(**d)

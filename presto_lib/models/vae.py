@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from presto_lib.checkpoint import load_checkpoint, save_checkpoint
+from presto_lib.fields import field_names
 
 
 @dataclass
@@ -55,7 +56,7 @@ class VAEConfig:
     @classmethod
     def from_params(cls, params: dict) -> "VAEConfig":
         """Build from a params group (profiles/vae.yaml), ignoring its training keys."""
-        names = {f.name for f in fields(cls)}
+        names = field_names(cls)
         return cls(**{k: v for k, v in params.items() if k in names})
 
 
