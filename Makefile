@@ -31,6 +31,7 @@ setup: $(VENV)/.installed sysdeps
 ## Run every stage (notebooks via papermill) for the active profile in params.yaml.
 repro: setup
 	$(if $(PROFILE),$(BIN)/python -m presto_lib.config use $(PROFILE),)
+	mkdir -p data && date -u +%FT%TZ > data/.repro_started    # pipeline_times: what this run made
 	$(BIN)/dvc repro
 
 ## Unit tests + the whole pipeline at the smoke profile (in a temporary copy).

@@ -69,6 +69,18 @@ def test_write_times_adds_a_total_row(project, tmp_path):
     assert "nan" not in out.with_suffix(".md").read_text()
 
 
+def test_a_partial_rerun_starts_at_the_repro_start(project, tmp_path):
+    """corpus and nb01 come from an earlier run; this repro began at T0 + 150 and remade train@a only."""
+    df = stage_times("dvc.lock", project, started=T0 + 150)
+    s = dict(zip(df["stage"], df["seconds"]))
+    assert s["train@a"] == pytest.approx(50.0) and s["corpus"] == pytest.approx(50.0)   # not the gap back to nb01
+    assert df["run"].tolist() == ["earlier", "earlier", "this"]
+    table = pd.read_csv(write_times(df, tmp_path / "t.csv")).set_index("stage")
+    assert table.loc["TOTAL", "seconds"] == pytest.approx(50.0)                        # this run only
+    assert table.loc["SUM", "seconds"] == pytest.approx(50.0 + 30.0 + 50.0)            # every stage's cost
+    assert stage_times("dvc.lock", project, started=T0 + 1000)["seconds"].sum() == pytest.approx(190.0)
+
+
 def test_papermill_times_and_missing_lock(tmp_path):
     nb = tmp_path / "x.ipynb"
     nb.write_text(json.dumps({"metadata": {"papermill": {"start_time": "2023-11-14T22:13:20Z",

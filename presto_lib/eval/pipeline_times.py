@@ -16,7 +16,9 @@ The stages and their outputs come from dvc.lock, which DVC rewrites as each stag
 
 The total is the last end minus the first start. The numbers describe one full run (`make repro` from a fresh
 clone, which excludes its set-up); after a partial rerun, the stages DVC skipped keep the times of the run that
-made them (the `end_utc` column shows which).
+made them (the `end_utc` column shows which). `make repro` writes the time it started to data/.repro_started;
+given that time, a stage of this run starts no earlier than it (the first rerun stage is not charged the gap back
+to a stage of an earlier run), the `run` column says which stages this run made, and TOTAL spans this run only.
 
 Resumed training: a stage whose training was killed and resumed (or continued to more steps) spends only the
 last part in its final run. The shared training loop's `log.csv` keeps `wall_s` summed over every part, so
@@ -109,9 +111,9 @@ def logged_train_seconds(paths: list[str], root: str | os.PathLike = ".") -> flo
 
 
 def stage_times(lock: str | os.PathLike = "dvc.lock", root: str | os.PathLike = ".",
-                exclude: tuple[str, ...] = ("pipeline_times",)) -> pd.DataFrame:
+                exclude: tuple[str, ...] = ("pipeline_times",), started: float | None = None) -> pd.DataFrame:
     """One row per stage in run order: stage, kind, start, end (POSIX s), seconds, method, train_logged_s
-    (see module docstring).
+    (see module docstring), and run ("this" / "earlier") when `started` (POSIX s of this `dvc repro`) is given.
 
     `exclude`: stages left out (this table's own stage, whose output is the table being written).
     """
@@ -139,7 +141,11 @@ def stage_times(lock: str | os.PathLike = "dvc.lock", root: str | os.PathLike = 
             df.loc[i, ["start", "method"]] = [df.loc[i, "_oldest"], "oldest output (lower bound)"]
         else:
             df.loc[i, "start"] = df.loc[i - 1, "end"]
+            if started is not None and df.loc[i, "end"] >= started > df.loc[i, "start"]:
+                df.loc[i, ["start", "method"]] = [started, "from the start of this repro"]
     df["seconds"] = (df["end"] - df["start"].astype(float)).clip(lower=0.0)
+    if started is not None:
+        df["run"] = ["this" if e >= started else "earlier" for e in df["end"]]
     return df.drop(columns=[c for c in ("_oldest",) if c in df.columns])
 
 
@@ -155,13 +161,17 @@ def write_times(df: pd.DataFrame, out_csv: str | os.PathLike) -> Path:
                           "minutes": (df["seconds"] / 60).round(2), "train_logged_s": logged.round(1),
                           "full_run_s": full.round(1), "start_utc": df["start"].map(iso),
                           "end_utc": df["end"].map(iso), "method": df["method"]})
-    if len(df):
-        t0, t1 = float(df["start"].min()), float(df["end"].max())
+    this = df["run"] == "this" if "run" in df.columns else pd.Series(True, index=df.index)
+    if "run" in df.columns:
+        table["run"] = df["run"]
+    if this.any():
+        t0, t1 = float(df.loc[this, "start"].min()), float(df.loc[this, "end"].max())
         added = {"stage": "SUM", "kind": "", "seconds": round(float(df["seconds"].sum()), 1),
                  "minutes": round(float(df["seconds"].sum()) / 60, 2), "full_run_s": round(float(full.sum()), 1),
                  "method": "stages added up; full_run_s: one uninterrupted run"}
         total = {"stage": "TOTAL", "kind": "", "seconds": round(t1 - t0, 1), "minutes": round((t1 - t0) / 60, 2),
-                 "start_utc": iso(t0), "end_utc": iso(t1), "method": "first start to last end"}
+                 "start_utc": iso(t0), "end_utc": iso(t1),
+                 "method": "first start to last end" + (" of this run" if "run" in df.columns else "")}
         table = pd.concat([table, pd.DataFrame([added, total])], ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)

@@ -5,11 +5,23 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
+from pathlib import Path
 
 from presto_lib.eval.pipeline_times import stage_times, write_times
 from presto_lib.stages.common import start
 
-__all__ = ["main"]
+__all__ = ["STARTED", "read_started", "main"]
+
+STARTED = "data/.repro_started"     # written by `make repro` before `dvc repro`
+
+
+def read_started(path: str) -> float | None:
+    """POSIX seconds of this repro's start from `path` (ISO UTC, `date -u +%FT%TZ`), or None when absent."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return datetime.fromisoformat(p.read_text().strip().replace("Z", "+00:00")).timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--lock", default="dvc.lock")
+    ap.add_argument("--started", default=STARTED, help="file holding this repro's start (ISO UTC; `make repro`)")
     a = ap.parse_args(argv)
     S = start("pipeline_times", a.params, threads=1)
-    path = write_times(stage_times(a.lock, "."), S.tables / "pipeline_times.csv")
+    path = write_times(stage_times(a.lock, ".", started=read_started(a.started)), S.tables / "pipeline_times.csv")
     print(path.with_suffix(".md").read_text())
     return 0
 
