@@ -166,6 +166,25 @@ def test_captions_reflect_metadata(built):
         assert all(i.strip() in row.caption.lower() for i in row.instruments.split(","))
 
 
+def test_strip_tempo_removes_every_tempo_cue_and_keeps_the_rest():
+    from presto_lib.data.captions import _MOODS, _TEMPI, strip_tempo
+
+    cues = [w for _, it, en in _TEMPI for w in (it, en)] + [w for pool in _MOODS.values() for w in pool]
+    for k in range(len(TEMPLATES)):
+        for bpm in (50, 72, 104, 115, 140, 170, 200):
+            for mode, tonic, inst in (("minor", 9, ["harp", "accordion"]), ("major", 4, ["organ"])):
+                meta = dict(label="Irish dance tune", instruments=inst, tonic=tonic, mode=mode, bpm=bpm,
+                            meter=(6, 8), style_words=["celtic"], composer="Bach")
+                c = strip_tempo(make_caption(meta, np.random.default_rng(bpm + k), template=k))
+                low = c.lower()
+                assert str(bpm) not in c and "bpm" not in low and "beats per minute" not in low, c
+                assert not [w for w in cues if f" {w} " in f" {low.replace(',', ' ').replace('.', ' ')} "], c
+                assert key_name(tonic, mode) in c and all(i in low for i in inst), c
+                assert "irish dance tune" in low and c[:1].isupper(), c
+                assert not any(s in c for s in (",,", " ,", " .", ", .", ";,", "..", "  ")), c
+                assert not c.startswith((",", ";", ".")) and not c.rstrip(".").endswith((",", ";", "and")), c
+
+
 def test_symbolic_transpose_updates_key_label():
     scale = [0, 2, 4, 5, 7, 9, 11, 12, 7, 4, 0]                 # C major
     notes = np.array([[i, 1.0, 60 + p, 90] for i, p in enumerate(scale * 3)], float)

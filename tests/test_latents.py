@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from presto_lib.audio import load_audio, save_audio
+from presto_lib.data.captions import strip_tempo
 from presto_lib.data.latents import (LatentCodec, LatentDataset, LatentNorm, build_latent_cache, collate_latents,
                                      load_latent_split, read_meta)
 from presto_lib.models.text import get_text_encoder
@@ -57,11 +58,10 @@ def test_latents_are_normalised_posterior_means_and_decode_to_clip_shape(cache):
     assert meta["clip_samples"] == CLIP and meta["latent_frames"] == -(-CLIP // 8) and meta["latent_dim"] == 4
     norm = LatentNorm.from_dict(meta["latent_norm"])
     train = load_latent_split(cache["out"], "train")[0]["latents"]
-    flat = train.transpose(0, 1).reshape(4, -1)                     # robust per-channel standardisation
+    flat = train.transpose(0, 1).reshape(4, -1)                     # per-channel standardisation
     med = flat.median(dim=1).values
     torch.testing.assert_close(med, torch.zeros(4), atol=1e-5, rtol=0)
-    torch.testing.assert_close((flat - med[:, None]).abs().median(dim=1).values * 1.4826, torch.full((4,), 0.5),
-                               atol=1e-4, rtol=0)                   # robust std = sigma_data (A.1, EDM2)
+    torch.testing.assert_close(flat.std(dim=1), torch.full((4,), 0.5), atol=1e-4, rtol=0)   # std = sigma_data (A.1)
     tensors, _ = load_latent_split(cache["out"], "test")
     assert tensors["latents"].shape == (2, 4, meta["latent_frames"]) and tensors["latents"].dtype == torch.float32
     wave = torch.stack([torch.from_numpy(load_audio(cache["root"] / "corpus" / r["path"])[0])
@@ -94,6 +94,22 @@ def test_cached_text_equals_a_fresh_encode(cache):
             assert int(tensors["text_mask"][i].sum()) == n and tensors["text_mask"][i, :n].all()
             torch.testing.assert_close(tensors["text"][i, :n], emb[0, :n], rtol=1e-4, atol=1e-5)
             assert (tensors["text"][i, n:] == 0).all()
+
+
+def test_cache_holds_tempo_free_captions(cache):
+    te, meta = cache["te"], read_meta(cache["out"])
+    tensors, labels = load_latent_split(cache["out"], "train")
+    assert tensors["text_notempo"].shape == tensors["text"].shape == (4, meta["text_length"], 384)
+    for i, cap in enumerate(labels["captions"]):
+        emb, mask = te.encode([strip_tempo(cap)])
+        n = int(mask.sum())
+        assert int(tensors["text_notempo_mask"][i].sum()) == n
+        torch.testing.assert_close(tensors["text_notempo"][i, :n], emb[0, :n], rtol=1e-4, atol=1e-5)
+    assert strip_tempo(CAPTIONS[0]) == "Solo piano" and not torch.equal(tensors["text_notempo"][0], tensors["text"][0])
+    ds = LatentDataset(cache["out"], "train")
+    b = collate_latents([ds[i] for i in range(3)])
+    torch.testing.assert_close(b["text_notempo"], tensors["text_notempo"][:3])
+    assert b["text_notempo_mask"].dtype == torch.bool
 
 
 def test_latent_dataset_items_and_posterior_sampling(cache):
@@ -194,10 +210,16 @@ def test_latent_norm_is_robust_to_shared_edge_frames():
     g = torch.Generator().manual_seed(0)
     z = 3.0 + 0.2 * torch.randn(500, 2, 100, generator=g)        # music: offset 3, spread 0.2
     z[:, :, :2] += 40.0                                           # padding artefact on the first frames
-    norm = LatentNorm.fit(z, scale=1.0, target_std=1.0)
+    norm = LatentNorm.fit(z, scale=1.0, target_std=1.0, spread="mad")
     assert norm.mean == pytest.approx([3.0, 3.0], abs=0.01) and norm.std == pytest.approx([0.2, 0.2], rel=0.03)
-    half = LatentNorm.fit(z, scale=1.0)                           # default: robust std 0.5 = sigma_data
+    half = LatentNorm.fit(z, scale=1.0, spread="mad")              # robust std 0.5 = sigma_data
     assert half.std == pytest.approx([0.4, 0.4], rel=0.03)
+    plain = LatentNorm.fit(z, scale=1.0)                           # default: plain std (EDM2), edge frames included
+    assert plain.std == pytest.approx((z.transpose(0, 1).reshape(2, -1).std(1) / 0.5).tolist(), rel=1e-4)
+    assert LatentNorm.from_dict(plain.to_dict()).normalize(z).transpose(0, 1).reshape(2, -1).std(1).tolist() == \
+        pytest.approx([0.5, 0.5], rel=1e-4)
+    with pytest.raises(ValueError, match="spread"):
+        LatentNorm.fit(z, scale=1.0, spread="iqr")
     torch.testing.assert_close(norm.denormalize(norm.normalize(z)), z, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         LatentNorm(1.0, [0.0] * 3, [1.0] * 3).normalize(z)

@@ -8,7 +8,7 @@ from torch import nn
 from presto_lib.diffusion.edm import EDMPrecond, dsm_loss
 from presto_lib.train import TrainConfig, train
 from presto_lib.diffusion.score_model import (DSMStep, build_score_model, drop_conditions, load_score_model,
-                                              null_condition, save_score_model)
+                                              null_condition, save_score_model, tempo_free_text)
 
 torch.set_num_threads(2)
 C, T, L, D_TEXT = 4, 8, 5, 12
@@ -114,6 +114,53 @@ def test_dsm_step_applies_dropout_at_configured_rate():
     assert rec.total == 20 * 400 and abs(rate - 0.25) < 5 * sd, rate
 
 
+def _with_tempo_free(b):
+    return {**b, "text_notempo": -b["text"] - 5.0, "text_notempo_mask": torch.zeros_like(b["text_mask"])}
+
+
+def test_tempo_free_text_swaps_whole_captions_at_rate():
+    b = _with_tempo_free({k: v.repeat(1000, *[1] * (v.ndim - 1)) for k, v in batch(B=4).items()})
+    assert tempo_free_text(b, 0.0) is b and tempo_free_text({**batch(), "x": 1}, 1.0)["text"] is not None
+    out = tempo_free_text(b, 0.3, torch.Generator().manual_seed(0))
+    swapped = (out["text"] == b["text_notempo"]).all(-1).all(-1)
+    kept = (out["text"] == b["text"]).all(-1).all(-1)
+    assert (swapped ^ kept).all()                                        # a caption is swapped whole or not at all
+    assert (out["text_mask"][swapped] == b["text_notempo_mask"][swapped]).all()   # with its own mask
+    assert (out["text_mask"][kept] == b["text_mask"][kept]).all() and (out["bpm"] == b["bpm"]).all()
+    rate, sd = swapped.float().mean().item(), math.sqrt(0.3 * 0.7 / len(swapped))
+    assert abs(rate - 0.3) < 5 * sd, rate
+    assert (tempo_free_text(b, 1.0)["text"] == b["text_notempo"]).all()
+    with pytest.raises(ValueError):
+        DSMStep(tempo_free_p=1.5)
+
+
+class TextRecorder(nn.Module):
+    """A one-parameter score model that counts the tempo-free captions (negative text) it is called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain, self.free, self.total = nn.Parameter(torch.ones(())), 0, 0
+
+    def forward(self, x, sigma, cond):
+        kept = cond["text_mask"].any(1) | (cond["bpm"] > 0)            # not dropped to the null condition
+        self.free += int(((cond["text"] < -2).all(-1).all(-1) & kept).sum())
+        self.total += int(kept.sum())
+        return self.gain * x / (1 + sigma[:, None, None] ** 2)
+
+
+def test_dsm_step_shows_tempo_free_captions_at_its_rate():
+    torch.manual_seed(0)
+    b = _with_tempo_free({k: v.repeat(100, *[1] * (v.ndim - 1)) for k, v in batch(B=4).items()})
+    b["text"] = b["text"].abs() + 0.1                                   # positive: told apart from tempo-free
+    b["text_notempo"] = -b["text"] - 5.0
+    for p in (0.0, 0.5):
+        rec = TextRecorder()
+        for _ in range(10):
+            DSMStep(cond_dropout=0.1, tempo_free_p=p).loss(rec, b)
+        rate = rec.free / rec.total
+        assert abs(rate - p) < 5 * math.sqrt(max(p * (1 - p), 1e-3) / rec.total) + 1e-9, (p, rate)
+
+
 def test_null_condition_matches_dropout():
     n = null_condition(3, L, D_TEXT)
     assert n["text"].shape == (3, L, D_TEXT) and not n["text_mask"].any() and (n["bpm"] <= 0).all()
@@ -178,20 +225,3 @@ def test_train_base_exports_ema_resumes_and_refuses_new_settings(tmp_path, capsy
     ctx = train_base(P, tmp_path / "latents", out, restart=True)    # asked for: start afresh
     assert ctx.step == 5 and "resumed" not in capsys.readouterr().out
     assert len((out / "run" / "log.csv").read_text().splitlines()) == 1 + 5
-
-
-def test_bpm_pairs_counts_wins_and_tempo_ratios():
-    import pandas as pd
-
-    from presto_lib.stages.base import bpm_pairs
-
-    rows = [("a", 0, 80.0, 100.0), ("a", 0, 150.0, 150.0), ("a", 1, 80.0, 120.0), ("a", 1, 150.0, 60.0),
-            ("b", 0, 150.0, 90.0), ("b", 0, 80.0, 45.0)]
-    est = pd.DataFrame(rows, columns=["caption", "seed", "target", "estimated"]).sample(frac=1, random_state=0)
-    p = bpm_pairs(est, 80.0, 150.0).set_index(["caption", "seed"])
-    assert len(p) == 3 and int(p.win.sum()) == 2
-    assert p.loc[("a", 0), "ratio"] == pytest.approx(1.5) and p.loc[("a", 1), "ratio"] == pytest.approx(0.5)
-    assert p.loc[("b", 0), ["est_low", "est_high"]].tolist() == [45.0, 90.0]      # low/high not swapped
-    assert p.ratio.median() == pytest.approx(1.5)
-    with pytest.raises(ValueError):
-        bpm_pairs(est, 150.0, 80.0)

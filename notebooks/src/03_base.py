@@ -32,7 +32,6 @@ P = S.P
 import json
 from pathlib import Path
 
-import librosa
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -41,11 +40,14 @@ from IPython.display import Audio, Markdown, display
 
 from presto_lib.audio import mel_spectrogram
 from presto_lib.data import ClipDataset
+from presto_lib.data.captions import strip_tempo
+from presto_lib.data.datasets import read_manifest
 from presto_lib.data.latents import LatentDataset, collate_latents, read_meta
 from presto_lib.diffusion.edm import dsm_loss, edm_sigmas
 from presto_lib.diffusion.pipeline import SamplingConfig, TextToMusic, read_prompts, write_samples
 from presto_lib.diffusion.score_model import batch_condition, load_score_model
-from presto_lib.stages.base import bpm_pairs, train_base
+from presto_lib.eval.tempo import bpm_following, bpm_pairs, estimate_tempo, tempo_accuracy
+from presto_lib.stages.base import train_base
 from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import write_rows
 from presto_lib.eval.latency import measure_latency, real_time_factor
@@ -108,8 +110,10 @@ plt.show()
 # project standardised every channel to *unit* std, i.e. data at twice $\sigma_{data}$: every noise setting
 # ($P_{mean}$, the $\sigma$ range, the dropping quintiles, the "training" region that $p_{DMD}$ / $p_{GAN}$ use in
 # Table 1) then sat 6 dB lower in SNR relative to the data than in the paper, and $c_{in}$, $c_{skip}$ were off.
-# The cache now divides each channel's robust std by `base.latent_std` = 0.5 (= `edm.sigma_data`), and records the
-# plain per-channel std of the train split, which should sit at 0.5 (within 10%; `tests/test_latents.py`):
+# The cache now scales each channel's std to `base.latent_std` = 0.5 (= `edm.sigma_data`). A robust spread (1.4826
+# MAD, `base.latent_spread: mad`) ignores the clips' padded edge frames, but left the plain per-channel std at a
+# median 0.596 (5 of 16 channels within 10% of 0.5); the plain std (`std`, what EDM2 uses) puts every channel at
+# 0.5 exactly. The cache records the plain per-channel std of the train split (`tests/test_latents.py`):
 
 # %%
 cstd = np.asarray(meta.get("channel_std_train", [np.nan] * meta["latent_dim"]), dtype=float)
@@ -240,39 +244,41 @@ plt.show()
 # fed the raw BPM into a sinusoidal embedding, whose high frequencies alias (1 rad per BPM: 80 and 81 BPM were as
 # far apart as 80 and 150), and the base model was estimated faster at 150 than at 80 BPM in only 3 of 8 pairs.
 # **Fixed:** `base.dit.bpm_emb: number` normalises BPM to [0, 1] over [bpm_min, bpm_max] before learned Fourier
-# features, as Stable Audio's NumberConditioner does. We generate the *same*
+# features, as Stable Audio's NumberConditioner does. That alone did not help (3 of 16 pairs, median ratio 1.000):
+# our captions state the tempo ("andante (104 BPM)", "fast", and mood words chosen by tempo), so the text already
+# told the model the tempo and it learned to ignore the BPM input. **Fixed:** the base model now sees a
+# tempo-free caption (`data.captions.strip_tempo`) for `base.tempo_free_p` = 50% of its training samples, and the
+# check below prompts with tempo-free captions of distinct pieces, so only the BPM input can set the tempo. We
+# generate the *same*
 # caption and seed at two tempi and estimate the tempo of each result with librosa's onset-autocorrelation
 # estimator, over `bpm_check.prompts` x `bpm_check.seeds` (>= 16) pairs. Tempo estimators often report half or double the tempo (octave errors), so we give both
 # **Acc1** (within 8% of the target) and **Acc2** (within 8% of the target, its half or its double), and run the
 # same estimator on real test clips as a ceiling for what it can recover from 4-second clips. The direct test of
 # conditioning is per pair: is the faster target also estimated faster (a *win*; chance 1/2), and by how much,
-# $\mathrm{est}(hi)/\mathrm{est}(lo)$ (the target ratio is $150/80 = 1.875$; 1 means BPM is ignored)?
+# $\mathrm{est}(hi)/\mathrm{est}(lo)$ (the target ratio is $130/80 = 1.625$; 1 means BPM is ignored)? The
+# targets stay inside 60-140 BPM: librosa's estimator has a tempo prior centred at 120 BPM and reads a click track
+# at 150 BPM as 75 BPM (`tests/test_tempo.py`), so at the earlier targets 80 vs 150 a model that followed BPM
+# perfectly could still lose a pair. (`eval.tempo` holds the estimator, the accuracies and the pairing.)
 # `base_bpm_following.csv` holds one row per pair; the `.md` the win count, the median ratio and the accuracies.
 
 # %%
 bc = B["bpm_check"]
-caps = list(dict.fromkeys(p["caption"] for p in prompts))[: int(bc["prompts"])]   # distinct captions
-bpm_rows = []
-for c in caps:
-    for s in range(SEED, SEED + int(bc["seeds"])):
-        wavs = pipe.generate([c] * len(bc["bpms"]), list(map(float, bc["bpms"])), seeds=[s] * len(bc["bpms"]))
-        est = [float(librosa.feature.tempo(y=w[0].numpy(), sr=SR)[0]) for w in wavs]
-        bpm_rows += [{"caption": c, "seed": s, "target": float(t), "estimated": e} for t, e in zip(bc["bpms"], est)]
-bpm_df = pd.DataFrame(bpm_rows)
+pieces = read_manifest(B["manifest"], "test").drop_duplicates("piece_id")   # one caption per test piece
+caps = [strip_tempo(c) for c in pieces["caption"]][: int(bc["prompts"])]    # tempo-free: BPM alone sets tempo
+gen = lambda c, b, s: pipe.generate(c, b, seeds=s).numpy()                  # noqa: E731
+bpm_df = bpm_following(gen, caps, bc["bpms"], range(SEED, SEED + int(bc["seeds"])), SR)
 lo, hi = float(min(bc["bpms"])), float(max(bc["bpms"]))
 pairs = bpm_pairs(bpm_df, lo, hi)                 # one row per (caption, seed): est_low, est_high, ratio, win
 real_n = min(len(test_clips), 32)
-real_est = np.array([float(librosa.feature.tempo(y=test_clips[i]["wave"][0].numpy(), sr=SR)[0]) for i in range(real_n)])
+real_est = np.array([estimate_tempo(test_clips[i]["wave"][0].numpy(), SR) for i in range(real_n)])
 real_bpm = np.array([test_clips[i]["bpm"] for i in range(real_n)])
-acc1 = lambda est, tgt: float(np.mean(np.abs(est / tgt - 1) <= 0.08))
-acc2 = lambda est, tgt: float(np.mean(np.min([np.abs(est / (tgt * f) - 1) for f in (0.5, 1, 2)], axis=0) <= 0.08))
 summary = pd.DataFrame(
     [{"audio": f"generated, target {t:.0f} BPM", "clips": int((bpm_df.target == t).sum()),
       "mean estimated BPM": bpm_df[bpm_df.target == t].estimated.mean(),
-      "Acc1": acc1(bpm_df[bpm_df.target == t].estimated.values, t),
-      "Acc2": acc2(bpm_df[bpm_df.target == t].estimated.values, t)} for t in bc["bpms"]]
+      "Acc1": tempo_accuracy(bpm_df[bpm_df.target == t].estimated.values, t),
+      "Acc2": tempo_accuracy(bpm_df[bpm_df.target == t].estimated.values, t, octave=True)} for t in bc["bpms"]]
     + [{"audio": "real test clips (labels)", "clips": real_n, "mean estimated BPM": real_est.mean(),
-        "Acc1": acc1(real_est, real_bpm), "Acc2": acc2(real_est, real_bpm)}])
+        "Acc1": tempo_accuracy(real_est, real_bpm), "Acc2": tempo_accuracy(real_est, real_bpm, octave=True)}])
 pairs.to_csv(TABLES / "base_bpm_following.csv", index=False)
 (TABLES / "base_bpm_following.md").write_text(
     f"BPM following (profile `{P['profile']}`): same caption and seed at {lo:.0f} and {hi:.0f} BPM, "

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["key_name", "tempo_word", "mood_words", "meter_words", "join_words", "make_caption", "TEMPLATES"]
+__all__ = ["key_name", "tempo_word", "mood_words", "meter_words", "join_words", "make_caption", "strip_tempo",
+           "TEMPLATES"]
+
+import re
 
 _MAJOR_NAMES = ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 _MINOR_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"]
@@ -94,3 +97,27 @@ def make_caption(meta: dict, rng: np.random.Generator, template: int | None = No
     f["play"] = "plays" if len(meta["instruments"]) == 1 else "play"
     k = int(rng.integers(len(TEMPLATES))) if template is None else template
     return " ".join(TEMPLATES[k].format(**f).split())
+
+
+# ---- tempo-free captions (BPM conditioning) -----------------------------------------------------------------
+
+_TEMPO_TERMS = sorted({w for _, it, en in _TEMPI for w in (it, en)}, key=len, reverse=True)
+_MOOD_TERMS = sorted({w for pool in _MOODS.values() for w in pool}, key=len, reverse=True)
+_BPM = re.compile(r"\s*\(\d+\s*(?:BPM|bpm)\)|\s*\b(?:at\s+(?:a\s+)?)?(?:(?:%s)\s+)?(?:at\s+)?\d+\s*"
+                  r"(?:BPM|bpm|beats per minute)\b" % "|".join(_TEMPO_TERMS))
+_WORDS = re.compile(r"\b(?:%s)\b(?:\s+mood\b)?" % "|".join(_TEMPO_TERMS + _MOOD_TERMS), re.IGNORECASE)
+_TIDY = [(re.compile(r"\s+"), " "), (re.compile(r"\s+([,;.])"), r"\1"), (re.compile(r"\band\s*([,;.]|$)"), r"\1"),
+         (re.compile(r"([,;.])(?:\s*[,;])+"), r"\1"), (re.compile(r"[,;]\s*\."), "."),
+         (re.compile(r"\.\s*\.+"), "."), (re.compile(r"^[\s,;.]+|[\s,;]+$"), ""),
+         (re.compile(r"\b([Aa]n?),\s*"), r"\1 "), (re.compile(r"\b([Aa])n? (?=[^\W\d_])"), r"\1 ")]
+
+
+def strip_tempo(caption: str) -> str:
+    """The caption without what states the tempo: "<n> BPM" / "beats per minute", the Italian and English tempo
+    terms, and the mood words (their pools are chosen by tempo, `mood_words`). Training on a share of these
+    (`base.tempo_free_p`) makes the model read the tempo from the BPM input instead of the text."""
+    s = _WORDS.sub("", _BPM.sub("", caption))
+    for pat, rep in _TIDY:
+        s = pat.sub(rep, s)
+    s = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", s)          # a/an agreement after removed adjectives
+    return s[:1].upper() + s[1:]

@@ -5,7 +5,9 @@ DiT step, and its text embedding never changes, so both are computed once per cl
 
     data/latents/meta.json              shapes, the latent normalisation, text encoder, per-split counts
     data/latents/<split>.safetensors    latents [N, C, T'] (normalised posterior means), optionally their
-                                        posterior std, text [N, L, D], text_mask [N, L] bool, bpm [N]
+                                        posterior std, text [N, L, D], text_mask [N, L] bool, bpm [N], and
+                                        text_notempo / text_notempo_mask: the caption without its tempo words
+                                        (`data.captions.strip_tempo`; the base model trains on a share of them)
     data/latents/<split>.json           captions, piece_ids (row order = the manifest's order)
 
 Normalisation: the VAE's stored scale alone gives unit variance *overall*, but a KL-VAE's channels can carry
@@ -17,8 +19,11 @@ VAE so that encode/decode speak these units. `LatentDataset` reads one split bac
 
 Target scale: EDM2 scales its latents to std 0.5 = sigma_data (A.1: sigma_data = 0.5, following Karras et al.
 2024), so that c_in, c_skip, P_mean and the quintile edges see data at the scale they were designed for. Each
-channel's robust std therefore becomes `target_std` (default 0.5; caches built before it used 1.0, which put
-the data at twice sigma_data). meta.json records `target_std` and the plain per-channel std of the train split.
+channel's std therefore becomes `target_std` (default 0.5; caches built before it used 1.0, which put the data at
+twice sigma_data). The spread is the plain std over every value, as in EDM2 (`spread="std"`, default), or the
+robust 1.4826 MAD (`spread="mad"`), which ignores the edge frames but leaves the plain std ~20% above the target
+on our VAE (median 0.596 per channel at `cpu`). The location is always the median. meta.json records
+`target_std`, `spread` and the plain per-channel std of the train split.
 
 The `latents` DVC stage (`python -m presto_lib.stages.latents`) builds the cache with `build_latent_cache`.
 """
@@ -39,7 +44,7 @@ from tqdm.auto import tqdm
 from presto_lib.atomic import atomic_path, write_text
 
 __all__ = ["SPLITS", "vae_latent_scale", "LatentNorm", "LatentCodec", "encode_waves", "pad_tokens", "encode_texts",
-           "build_latent_cache", "load_latent_split", "LatentDataset", "collate_latents", "read_meta"]
+           "build_latent_cache", "load_latent_split", "LatentDataset", "collate_latents", "read_meta", "TEMPO_FREE_KEYS"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -82,27 +87,33 @@ class LatentNorm:
 
     scale: float = 1.0                  # the VAE's stored latent scale
     mean: list[float] | None = None     # per channel location (median), in scaled units (None = 0)
-    std: list[float] | None = None      # per channel divisor: 1.4826 MAD / target_std, in scaled units (None = 1)
+    std: list[float] | None = None      # per channel divisor: spread / target_std, in scaled units (None = 1)
 
     @classmethod
     def fit(cls, z_scaled: Tensor, scale: float, max_values: int = 2_000_000,
-            target_std: float = 0.5) -> "LatentNorm":
-        """Robust channel statistics of scaled latents [N, C, T]: median, and 1.4826 x median absolute deviation
-        divided by `target_std`, so each normalised channel has robust std `target_std` (0.5 = sigma_data, EDM2).
+            target_std: float = 0.5, spread: str = "std") -> "LatentNorm":
+        """Channel statistics of scaled latents [N, C, T]: the median, and a spread divided by `target_std`, so
+        each normalised channel has that spread equal to `target_std` (0.5 = sigma_data, EDM2).
 
-        Robust because the VAE's zero padding makes the first and last few frames of every clip an outlier shared
-        by all clips; with mean/std those frames would set the scale and squash the music into a small residual.
-        At most `max_values` values per channel are used (every k-th clip).
+        spread="std": the plain std over every value (EDM2; the normalised channels have std exactly
+        `target_std`). spread="mad": 1.4826 x the median absolute deviation, robust to the VAE's zero padding,
+        which makes the first and last few frames of every clip an outlier shared by all clips (the plain std of
+        the result then sits above `target_std`). At most `max_values` values per channel are used (every k-th clip).
         """
         if not target_std > 0:
             raise ValueError(f"target_std must be > 0, got {target_std}")
+        if spread not in ("std", "mad"):
+            raise ValueError(f"unknown spread {spread!r}: use 'std' (EDM2) or 'mad' (robust)")
         if z_scaled.ndim != 3:
             raise ValueError(f"expected latents [N, C, T], got {tuple(z_scaled.shape)}")
         N, C, T = z_scaled.shape
         z = z_scaled[:: max(1, N * T // max_values)].transpose(0, 1).reshape(C, -1).double()
         med = z.median(dim=1).values
-        mad = (z - med[:, None]).abs().median(dim=1).values * 1.4826     # = std for a Gaussian
-        return cls(float(scale), med.tolist(), (mad.clamp_min(1e-6) / target_std).tolist())
+        if spread == "std":
+            sd = z.std(dim=1)
+        else:
+            sd = (z - med[:, None]).abs().median(dim=1).values * 1.4826     # = std for a Gaussian
+        return cls(float(scale), med.tolist(), (sd.clamp_min(1e-6) / target_std).tolist())
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         C = x.shape[1]
@@ -241,13 +252,17 @@ def _encode_split(manifest: Path, split: str, vae: Any, scale: float, batch_size
 def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
                        splits: Iterable[str] = SPLITS, batch_size: int = 8, text_length: int | None = None,
                        store_std: bool = True, fit_norm: LatentNorm | None = None, target_std: float = 0.5,
-                       device: str | torch.device = "cpu") -> Path:
+                       spread: str = "std", tempo_free: bool = True, device: str | torch.device = "cpu") -> Path:
     """Encode every clip of `splits` once (normalised VAE posterior, text embeddings, masks, BPM); returns out_dir.
 
     The normalisation is fitted on the train split (the first split when there is none) unless `fit_norm` is
-    given; it scales every channel to robust std `target_std` (0.5 = sigma_data, A.1). `store_std=False` leaves
-    out the posterior std (half the size; needed only to sample the posterior).
+    given; it scales every channel's `spread` ("std" or "mad", `LatentNorm.fit`) to `target_std` (0.5 = sigma_data,
+    A.1). `store_std=False` leaves
+    out the posterior std (half the size; needed only to sample the posterior). `tempo_free` also stores the
+    embeddings of the tempo-free captions (`strip_tempo`).
     """
+    from presto_lib.data.captions import strip_tempo
+
     manifest, out = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise ValueError(f"manifest not found: {manifest}")
@@ -261,17 +276,21 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
         raise ValueError(f"clips of different lengths {sorted(clip)} in {manifest}; the cache needs one length")
     # per-channel statistics of the (scaled) train latents normalise every split (EDM2-style)
     scaled_train = scale * enc["train" if "train" in enc else next(iter(enc))][0]["latents"]
-    norm = LatentNorm.fit(scaled_train, scale, target_std=target_std) if fit_norm is None else fit_norm
+    norm = LatentNorm.fit(scaled_train, scale, target_std=target_std, spread=spread) if fit_norm is None else fit_norm
     for tensors, _ in enc.values():
         tensors["latents"] = norm.normalize(tensors["latents"])
         tensors["latents_std"] = norm.normalize_std(tensors["latents_std"])
     # one text length across splits, so every batch of every split stacks
     texts = {sp: encode_texts(text_encoder, labels["captions"]) for sp, (_, labels) in enc.items()}
-    L = max(t.shape[1] for t, _ in texts.values()) if text_length is None else int(text_length)
+    free = ({sp: encode_texts(text_encoder, [strip_tempo(c) for c in labels["captions"]])
+             for sp, (_, labels) in enc.items()} if tempo_free else {})
+    L = max(t.shape[1] for t, _ in [*texts.values(), *free.values()]) if text_length is None else int(text_length)
     counts = {}
     for sp, (tensors, labels) in enc.items():
         emb, mask = pad_tokens(*texts[sp], L)
         tensors.update(text=emb, text_mask=mask, bpm=torch.tensor(labels["bpm"], dtype=torch.float32))
+        if tempo_free:
+            tensors["text_notempo"], tensors["text_notempo_mask"] = pad_tokens(*free[sp], L)
         if not store_std:
             tensors.pop("latents_std")
         _atomic_safetensors(out / f"{sp}.safetensors", tensors)
@@ -285,6 +304,7 @@ def build_latent_cache(manifest: str | os.PathLike, vae: Any, text_encoder: Any,
             "splits": counts, "scaled_mean_train": float(scaled_train.mean()),
             "scaled_std_train": float(scaled_train.std()),
             "target_std": float(target_std) if fit_norm is None else None,
+            "spread": spread if fit_norm is None else None,
             "channel_std_train": train.transpose(0, 1).reshape(train.shape[1], -1).std(1).tolist()}
     _atomic_json(out / "meta.json", meta)
     return out
@@ -310,6 +330,7 @@ def load_latent_split(root: str | os.PathLike, split: str) -> tuple[dict[str, Te
     return load_file(str(f)), json.loads((root / f"{split}.json").read_text())
 
 
+TEMPO_FREE_KEYS = ("text_notempo", "text_notempo_mask")     # optional: caches built with tempo_free=True
 LAZY_BYTES = 2 * 1024**3    # splits larger than this are read item by item (memory-mapped), not loaded
 
 
@@ -362,8 +383,12 @@ class LatentDataset(Dataset):
         z = self._get("latents", i)
         if self.sample_posterior:   # reparameterised draw from the VAE posterior (a free augmentation)
             z = z + self._get("latents_std", i) * torch.randn_like(z)
-        return {"latents": z, "text": self._get("text", i), "text_mask": self._get("text_mask", i),
+        item = {"latents": z, "text": self._get("text", i), "text_mask": self._get("text_mask", i),
                 "bpm": self._get("bpm", i), "caption": self.captions[i], "index": i}
+        for k in TEMPO_FREE_KEYS:
+            if k in self.keys:
+                item[k] = self._get(k, i)
+        return item
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handle": None}     # file handles do not pickle (DataLoader workers)
@@ -371,7 +396,8 @@ class LatentDataset(Dataset):
 
 def collate_latents(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack LatentDataset items into a batch (captions stay a list)."""
-    out = {k: torch.stack([it[k] for it in items]) for k in ("latents", "text", "text_mask", "bpm")}
+    keys = ("latents", "text", "text_mask", "bpm") + tuple(k for k in TEMPO_FREE_KEYS if all(k in it for it in items))
+    out = {k: torch.stack([it[k] for it in items]) for k in keys}
     out["caption"] = [it["caption"] for it in items]
     out["index"] = torch.tensor([it["index"] for it in items])
     return out

@@ -21,7 +21,8 @@ from presto_lib.checkpoint import load_checkpoint, save_checkpoint
 from presto_lib.diffusion.edm import P_MEAN, P_STD, SIGMA_DATA, EDMPrecond, dsm_loss
 from presto_lib.models.dit import DiT, DiTConfig
 
-__all__ = ["build_score_model", "null_condition", "null_like", "drop_conditions", "batch_condition", "DSMStep",
+__all__ = ["build_score_model", "null_condition", "null_like", "drop_conditions", "tempo_free_text", "batch_condition",
+           "DSMStep",
            "save_score_model", "load_score_model"]
 
 
@@ -74,6 +75,20 @@ def drop_conditions(cond: dict[str, Tensor], p: float,
             "bpm": torch.where(drop, torch.zeros_like(bpm), bpm)}, drop
 
 
+def tempo_free_text(batch: dict[str, Any], p: float, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """With probability p per sample, the caption's text is replaced by its tempo-free version (text_notempo, which
+    `data.latents` caches), so the tempo must be read from the BPM input; p = 0 or no such key: `batch` as is."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"tempo_free_p must lie in [0, 1], got {p}")
+    if p == 0.0 or "text_notempo" not in batch:
+        return batch
+    B = batch["bpm"].shape[0]
+    swap = torch.rand(B, generator=generator, device="cpu" if generator is None else generator.device) < p
+    swap = swap.to(batch["text"].device)
+    return {**batch, "text": torch.where(swap[:, None, None], batch["text_notempo"], batch["text"]),
+            "text_mask": torch.where(swap[:, None], batch["text_notempo_mask"], batch["text_mask"])}
+
+
 def batch_condition(batch: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """The condition dict {text, text_mask, bpm} of a LatentDataset batch, on `device`."""
     missing = {"text", "text_mask", "bpm"} - set(batch)
@@ -93,17 +108,20 @@ class DSMStep:
     """
 
     def __init__(self, *, p_mean: float = P_MEAN, p_std: float = P_STD, sigma_data: float = SIGMA_DATA,
-                 cond_dropout: float = 0.1, module: str = "score"):
+                 cond_dropout: float = 0.1, tempo_free_p: float = 0.0, module: str = "score"):
         if not 0.0 <= cond_dropout <= 1.0:
             raise ValueError(f"cond_dropout must lie in [0, 1], got {cond_dropout}")
+        if not 0.0 <= tempo_free_p <= 1.0:
+            raise ValueError(f"tempo_free_p must lie in [0, 1], got {tempo_free_p}")
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
-        self.cond_dropout, self.module = cond_dropout, module
+        self.cond_dropout, self.tempo_free_p, self.module = cond_dropout, tempo_free_p, module
 
     def loss(self, model: nn.Module, batch: dict[str, Any],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """The DSM loss of one batch (conditions dropped at the configured rate) and its log entries."""
         device = next(model.parameters()).device
         x0 = batch["latents"].to(device).float()
+        batch = tempo_free_text(batch, self.tempo_free_p, generator)      # BPM conditioning (A.1), see base.yaml
         cond, dropped = drop_conditions(batch_condition(batch, device), self.cond_dropout, generator)
         loss = dsm_loss(model, x0, cond, p_mean=self.p_mean, p_std=self.p_std, sigma_data=self.sigma_data,
                         generator=generator)

@@ -17,10 +17,10 @@ from presto_lib.diffusion.score_model import DSMStep, build_score_model, save_sc
 from presto_lib.stages.common import resume_or_restart, results_root, start
 from presto_lib.stages.learning_curve import dsm_validation, validate_every, write_curve
 
-__all__ = ["TRAIN_KEYS", "train_base", "sampling_config", "bpm_pairs", "main"]
+__all__ = ["TRAIN_KEYS", "train_base", "sampling_config", "main"]
 
 # `base` params a run depends on; the others (steps, logging, sampling, evaluation) may change on resume
-TRAIN_KEYS = ("dit", "cond_dropout", "lr", "betas", "warmup_steps", "batch_size", "grad_clip", "ema_decay",
+TRAIN_KEYS = ("dit", "cond_dropout", "tempo_free_p", "lr", "betas", "warmup_steps", "batch_size", "grad_clip", "ema_decay",
               "sample_posterior")
 
 
@@ -30,22 +30,6 @@ def sampling_config(P: dict[str, Any]) -> SamplingConfig:
     return SamplingConfig(sampler=b["sampler"], guidance=b["guidance"], w=float(b["cfg_weight"]),
                           steps=int(b["sample_steps"]),
                           **{k: float(e[k]) for k in ("sigma_min", "sigma_max", "rho") if k in e})
-
-
-def bpm_pairs(est: Any, lo: float, hi: float) -> Any:
-    """BPM following: one row per (caption, seed) pair generated at targets lo and hi, from rows (caption, seed,
-    target, estimated): the two estimates, their ratio est(hi) / est(lo) (the target ratio is hi / lo; 1 = BPM
-    ignored) and `win` (the faster target estimated faster; chance 1/2 for a model that ignores BPM)."""
-    import pandas as pd
-
-    if not lo < hi:
-        raise ValueError(f"need lo < hi, got {lo}, {hi}")
-    wide = est.pivot_table(index=["caption", "seed"], columns="target", values="estimated")
-    out = pd.DataFrame({"target_low": float(lo), "target_high": float(hi), "est_low": wide[lo],
-                        "est_high": wide[hi]}).reset_index()
-    out["ratio"] = out.est_high / out.est_low
-    out["win"] = out.est_high > out.est_low
-    return out
 
 
 def _export_extra(meta: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -89,7 +73,7 @@ def train_base(P: dict[str, Any], latents_dir: str | os.PathLike = "data/latents
     validate = (dsm_validation(latents_dir, int(P["curves"]["clips"]), sigma_data=edm["sigma_data"],
                                seed=int(P["common"]["seed"])) if cfg.validate_every else None)
     step = DSMStep(p_mean=edm["p_mean"], p_std=edm["p_std"], sigma_data=edm["sigma_data"],
-                   cond_dropout=float(base["cond_dropout"]))
+                   cond_dropout=float(base["cond_dropout"]), tempo_free_p=float(base.get("tempo_free_p", 0.0)))
     ctx = train(step, modules={"score": model}, optimizers={"score": opt}, dataset=ds, cfg=cfg, ema=["score"],
                 collate_fn=collate_latents, resume=resume, lr_schedules={"score": lambda s: min(1.0, (s + 1) / warm)},
                 validate=validate)

@@ -1,6 +1,7 @@
 """The `latents` stage: encode the corpus with the trained VAE into the latent cache (paths: params `base`).
 
-Each channel is standardised to robust std `base.latent_std` (0.5 = sigma_data, A.1 / EDM2).
+Each channel is standardised to std `base.latent_std` (0.5 = sigma_data, A.1 / EDM2), the spread measured by
+`base.latent_spread` (std: the plain std, as EDM2; mad: robust). Tempo-free captions are encoded too (BPM).
 
     python -m presto_lib.stages.latents
 """
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     B = S.P["base"]
     out = build_latent_cache(B["manifest"], load_vae(B["vae"]), get_text_encoder(device=S.device), B["latents"],
                              batch_size=int(B["encode_batch_size"]), store_std=bool(B["sample_posterior"]),
-                             target_std=float(B["latent_std"]), device=S.device)   # sigma_data (A.1)
+                             target_std=float(B["latent_std"]), spread=str(B["latent_spread"]),   # sigma_data (A.1)
+                             device=S.device)
     print(json.dumps(read_meta(out), indent=1))
     return 0
 

@@ -142,8 +142,10 @@ class BaseParams(Group):
     encode_batch_size: int = _F(min=1)
     sample_posterior: bool
     latent_std: float = _F(gt=0)
+    latent_spread: str                     # "std" or "mad" (data.latents.LatentNorm.fit checks it)
     dit: dict
     cond_dropout: float = _F(min=0, max=1)
+    tempo_free_p: float = _F(min=0, max=1)
     lr: float = _F(gt=0)
     betas: list[float]
     warmup_steps: int = _F(min=0)
