@@ -257,3 +257,55 @@ def test_metric_cells_every_metric_and_pairing_check():
     assert C.aggregate(metric_cells(good, bad, ref, ("FAD", "CLAP"), a_better=False, n_boot=100)) == C.CONTRADICTED
     with pytest.raises(ValueError, match="prompts differ"):
         check_paired(prompts, prompts[::-1])
+
+
+# ---- the last-block variance spike (Figs. 4, 7: C5, C6) ----
+
+class _FakeDiT:
+    """A score model whose block outputs scale clip i's input by (block + 1) * gain[i] (the last block x3 more)."""
+
+    def __init__(self, depth: int = 4, last: float = 3.0):
+        self.depth, self.last = depth, last
+
+    def __call__(self, x, sigma, cond, return_features=False):
+        import torch
+        h = x.transpose(1, 2) * cond["gain"][:, None, None]                       # [B, N, C]
+        feats = [h * (i + 1) * (self.last if i == self.depth - 1 else 1.0) for i in range(self.depth)]
+        return torch.zeros_like(x), feats
+
+
+def test_per_clip_hidden_variance_and_spike_table():
+    import torch
+    from presto_lib.distill.layer_drop import hidden_variance
+    from presto_lib.eval.claims_cells import per_clip_hidden_variance, spike_table
+    x0, cond = torch.randn(5, 3, 16), {"gain": torch.arange(1.0, 6.0)}
+    v = per_clip_hidden_variance(_FakeDiT(), x0, cond, [0.5, 2.0], torch.Generator().manual_seed(0))
+    assert v.shape == (5, 2, 4)
+    g = torch.Generator().manual_seed(0)                                          # same noise as the pooled statistic
+    xs = [x0 + s * torch.randn(x0.shape, generator=g) for s in (0.5, 2.0)]
+    for j, x in enumerate(xs):
+        np.testing.assert_allclose(v[:, j, 0], (x.flatten(1) * cond["gain"][:, None]).var(1).numpy(), rtol=1e-5)
+    pooled = hidden_variance(_FakeDiT(), x0, cond, [0.5, 2.0], torch.Generator().manual_seed(0)).numpy()
+    assert pooled.shape == (2, 4) and pooled[:, -1] / pooled[:, -2] == pytest.approx([16, 16], rel=1e-5)   # (4 x 3 / 3)^2
+    t = spike_table(v, [0.5, 2.0])
+    assert len(t) == 10 and list(t.columns[:2]) == ["clip", "sigma"]
+    np.testing.assert_allclose(t["spike ratio L / L-1"], 16, rtol=1e-5)
+    with pytest.raises(ValueError):
+        spike_table(v, [0.5])
+
+
+def test_spike_cells_per_noise_level_and_model_difference():
+    from presto_lib.eval.claims_cells import spike_cells, spike_diff_cells, spike_table
+    rng = np.random.default_rng(0)
+    base = np.exp(rng.normal(0, 0.3, (40, 3, 6))) * np.array([1, 1, 1, 1, 1, 8.0])     # 8x spike at every sigma
+    flat = np.exp(rng.normal(0, 0.3, (40, 3, 6)))                                       # no spike
+    tb, tf = spike_table(base, [0.1, 1, 10]), spike_table(flat, [0.1, 1, 10])
+    cells = spike_cells(tb)
+    assert [c.name.split(":")[0] for c in cells] == ["sigma 0.1", "sigma 1", "sigma 10"]
+    assert all(c.verdict == C.REPRODUCED and c.n == 40 and abs(np.exp(c.estimate) - 8) < 2 for c in cells)
+    assert C.aggregate(spike_cells(tf)) != C.REPRODUCED
+    (d,) = spike_diff_cells(tf, tb)                      # the flat model's spike is smaller: the claim's direction
+    assert d.direction == -1 and d.verdict == C.REPRODUCED and d.n == 40
+    assert spike_diff_cells(tb, tf)[0].verdict == C.CONTRADICTED
+    with pytest.raises(ValueError, match="same clips"):
+        spike_diff_cells(tf.iloc[:-3], tb)

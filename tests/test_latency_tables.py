@@ -99,3 +99,14 @@ def test_cpu_peak_memory_sees_a_transient_allocation():
     base = L.peak_memory(lambda: None)
     peak = L.peak_memory(lambda: np.ones(n).sum())
     assert peak - base > 0.9 * 8 * n
+
+
+def test_component_table_keeps_each_rounds_raw_timings(clock):
+    """C10's interval needs every round (`latency_runs_s`: generation + decoding, `generation_runs_s`)."""
+    steps = iter([0.10, 0.12, 0.11])
+    gen = {"A": lambda b: clock.work("g", next(steps)) or ("z", b)}
+    dec = lambda z: clock.work("dec", 0.05)
+    df = L.component_table(gen, dec, audio_seconds=1.0, repeats=2, warmup=1)
+    row = df.iloc[0]
+    assert [float(x) for x in row.generation_runs_s.split()] == pytest.approx([0.12, 0.11])   # warm-up dropped
+    assert [float(x) for x in row.latency_runs_s.split()] == pytest.approx([0.17, 0.16])

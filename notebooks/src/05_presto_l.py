@@ -56,6 +56,7 @@ from presto_lib.stages.presto_l import stage_config
 from presto_lib.stages.evaluation import make_evaluator
 from presto_lib.stages.tables import TABLE2_ORDER, write_rows
 from presto_lib.eval.latency import measure_latency, time_systems
+from presto_lib.eval.claims_cells import per_clip_hidden_variance, spike_table
 
 PL, M = P["presto_l"], P["metrics"]
 SEED = int(P["common"]["seed"])
@@ -121,7 +122,9 @@ schedule_table.round(4)
 #
 # We noise test-split latents at several $\sigma$ and record the variance of each block's output (over batch,
 # tokens and channels) in the **base** model. The paper finds the variance grows with depth and jumps, up to an
-# order of magnitude, at the last block. ASE always removes that block; Presto-L keeps it.
+# order of magnitude, at the last block. ASE always removes that block; Presto-L keeps it. Each clip's own
+# variances (over its tokens and channels, the same noise) go to `fig04_variance_per_clip.csv`, from which the claims
+# ledger judges C5 with a paired interval over clips at every noise level.
 
 # %%
 lat, _ = load_latent_split(PL["latents"], "test")
@@ -147,6 +150,9 @@ variance_table = pd.DataFrame({"sigma": sig_var, "var block L-1": var[:, -2], "v
 variance_table.to_csv(TABLES / "fig04_variance_depth.csv", index=False)
 print(f"last-block spike ratio var(L) / var(L-1): median {np.median(spike):.2f} "
       f"(min {spike.min():.2f}, max {spike.max():.2f}) over {len(sig_var)} noise levels")
+# per clip (the same noise draws), for the claims ledger's paired interval (C5): one row per (clip, sigma)
+var_clip = per_clip_hidden_variance(base, x_var, cond_var, sig_var, generator=torch.Generator().manual_seed(SEED))
+spike_table(var_clip, sig_var).to_csv(TABLES / "fig04_variance_per_clip.csv", index=False)
 variance_table.round(4)
 
 # %% [markdown]

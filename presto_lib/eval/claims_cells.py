@@ -6,13 +6,15 @@ leading run axis [S, ...] where a run is repeated):
     "clap"      [N]     per-clip CLAP score, 100 x cos(audio_i, text_i) (`per_clip_clap`)
     "prompt"    [N]     prompt keys (caption or prompt id) used to check the pairing
 Set metrics use `claims.set_metric_diff_ci`, per-clip ones `claims.paired_diff_ci`; each cell's direction is
-`claims.beats(metric)` (or its negation when the paper says A is worse).
+`claims.beats(metric)` (or its negation when the paper says A is worse). The last-block variance spike (Figs. 4,
+7) gets its own cells from per-clip hidden variances (`spike_table`, `spike_cells`, `spike_diff_cells`).
 """
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from presto_lib.eval import metrics as M
 from presto_lib.eval.claims import Comparison, beats, paired_diff_ci, set_metric_diff_ci
@@ -71,3 +73,71 @@ def metric_cells(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], ref: 
         else:
             raise ValueError(f"unknown metric {m!r}: FAD, MMD, CLAP or one of {PRDC_METRICS}")
     return cells
+
+
+# ---- the last-block variance spike (Fig. 4: claim C5; Fig. 7: claim C6) ----
+
+SPIKE_COLUMNS = ("clip", "sigma", "var block L-1", "var block L", "spike ratio L / L-1")
+
+
+def per_clip_hidden_variance(score_model, x0, cond: dict, sigmas: Sequence[float], generator=None) -> np.ndarray:
+    """Variance of every block's output per clip, [N, len(sigmas), depth], on x0 + sigma eps (Figs. 4, 7).
+
+    As `distill.layer_drop.hidden_variance` (the same noise draws from the same generator state), but each clip's
+    variance is over its own tokens and channels, so a claim can pair clips across models.
+    """
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for s in sigmas:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+            _, feats = score_model(x0 + float(s) * noise, torch.full((x0.shape[0],), float(s)), cond,
+                                   return_features=True)
+            rows.append(torch.stack([h.float().flatten(1).var(1) for h in feats], 1))      # [N, depth]
+    return torch.stack(rows, 1).cpu().numpy()
+
+
+def spike_table(var: np.ndarray, sigmas: Sequence[float]) -> pd.DataFrame:
+    """One row per (clip, sigma) of per-clip variances [N, S, depth]: the last two blocks' variances and their ratio."""
+    v = np.asarray(var, np.float64)
+    if v.ndim != 3 or v.shape[1] != len(sigmas) or v.shape[2] < 2:
+        raise ValueError(f"need variances [clips, {len(sigmas)} sigmas, depth >= 2], got {v.shape}")
+    n, s = v.shape[:2]
+    return pd.DataFrame({"clip": np.repeat(np.arange(n), s), "sigma": np.tile(np.asarray(sigmas, np.float64), n),
+                         "var block L-1": v[:, :, -2].ravel(), "var block L": v[:, :, -1].ravel(),
+                         "spike ratio L / L-1": (v[:, :, -1] / v[:, :, -2]).ravel()}, columns=SPIKE_COLUMNS)
+
+
+def _log_spikes(table: pd.DataFrame) -> pd.DataFrame:
+    """[clips x sigmas] log(var L / var L-1) of a `spike_table` (raises on a non-positive variance)."""
+    missing = set(SPIKE_COLUMNS[:4]) - set(table.columns)
+    if missing:
+        raise ValueError(f"spike table lacks the columns {sorted(missing)}")
+    if (table[["var block L-1", "var block L"]] <= 0).any().any():
+        raise ValueError("spike table holds a non-positive variance")
+    t = table.assign(log_spike=np.log(table["var block L"]) - np.log(table["var block L-1"]))
+    return t.pivot(index="clip", columns="sigma", values="log_spike").sort_index()
+
+
+def spike_cells(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> list[Comparison]:
+    """C5 (Fig. 4): per noise level, log var(L) - log var(L-1) paired over clips; > 0 means the last block spikes.
+
+    One cell per sigma (the figure draws one line per noise level; the spike is "up to" 10x, so its size varies
+    with sigma but its sign should not). The cell's values are the two blocks' mean log variances.
+    """
+    _log_spikes(table)                                                        # validates columns and positivity
+    return [paired_diff_ci(np.log(g["var block L"].to_numpy()), np.log(g["var block L-1"].to_numpy()), direction=1,
+                           name=f"sigma {s:g}: log var(L) - log var(L-1)", n_boot=n_boot, seed=seed + i)
+            for i, (s, g) in enumerate(table.sort_values(["sigma", "clip"]).groupby("sigma"))]
+
+
+def spike_diff_cells(model: pd.DataFrame, base: pd.DataFrame, *, name: str = "log spike (model) - log spike (base)",
+                     n_boot: int = 2000, seed: int = 0) -> list[Comparison]:
+    """C6 (Fig. 7): per clip, a model's log spike ratio minus the base model's, averaged over noise levels; paired
+    over clips (the same test latents and noise for both), direction -1: the model's spike is smaller."""
+    a, b = _log_spikes(model), _log_spikes(base)
+    if list(a.index) != list(b.index) or list(a.columns) != list(b.columns):
+        raise ValueError("spike tables must hold the same clips and noise levels")
+    return [paired_diff_ci(a.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy(), direction=-1, name=name, n_boot=n_boot,
+                           seed=seed)]

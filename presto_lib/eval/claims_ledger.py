@@ -51,7 +51,8 @@ CLAIMS: tuple[Claim, ...] = (
           "discrete is inconsistent; continuous best in CLAP; discrete slightly better FAD at 1-2 steps",
           "rho(FAD, steps)_continuous - rho(FAD, steps)_discrete < 0 (and likewise MMD)",
           "results/figures/fig05_continuous_vs_discrete.png; notebook 06",
-          "trend_ci with against=discrete curve, same prompts at every step count"),
+          "trend_ci with against=discrete curve (discrete_k at its own k steps: one model per budget, sec. 3.2.1), "
+          "same prompts at every step count"),
     Claim("C4", "Presto-L beats the base model and ASE at every step budget",
           "Fig. 6 (curves over steps) and Table 2 at 80 NFE: base FAD 0.24 / MMD 0.82 / CLAP 31.56, ASE 0.25 / 1.12 / "
           "30.03, Presto-L 0.18 / 0.61 / 32.28",
@@ -61,14 +62,14 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("C5", "The base model's hidden variance spikes at the last DiT block",
           "Fig. 4: variance grows with depth and spikes 'on the last layer up to an order of magnitude higher'",
           "var(block L) / var(block L-1) > 1 (reported against the paper's ~10x)",
-          "results/figures/fig04_variance_depth.png, results/tables/fig04_variance_depth.csv; notebook 05",
-          "paired over prompts at each noise level: log var(L) - log var(L-1) > 0, every noise level"),
+          "results/figures/fig04_variance_depth.png, results/tables/fig04_variance_per_clip.csv; notebook 05",
+          "paired over clips at each noise level: log var(L) - log var(L-1) > 0, every noise level"),
     Claim("C6", "Step distillation amortises the last-block spike",
           "Fig. 7: Presto-S's spike is 'amortized across the last 10 layers and never reaches the base model's "
           "magnitude'",
           "spike ratio Presto-S - spike ratio base < 0",
-          "results/figures/fig07_presto_s_variance.png; notebook 07",
-          "paired over prompts and noise levels: log spike ratio (Presto-S) - log spike ratio (base) < 0"),
+          "results/figures/fig07_presto_s_variance.png, results/tables/fig07_claim_cells.csv; notebook 07",
+          "paired over clips (averaged over noise levels): log spike ratio (Presto-S) - log spike ratio (base) < 0"),
     Claim("C7", "Presto-S is the best step-distillation method",
           "Table 2 (4 steps): Presto-S FAD 0.22 / MMD 0.83 / CLAP 33.13 vs CM 0.47 / 2.50 / 26.33, SoundCTM 0.35 / "
           "1.72 / 29.61, DITTO-CTM 0.36 / 1.62 / 28.31, DMD-GAN 0.29 / 1.16 / 27.56",
@@ -90,8 +91,9 @@ CLAIMS: tuple[Claim, ...] = (
           "Table 3 (A100, batch 1): mono latency base 4144.27 ms vs Presto-LS 230.49 ms (18.0x), stereo 4349.58 vs "
           "435.8 ms (10.0x); RTF base 7.72 vs Presto-L 9.80 (+27%), generation 4079.81 vs 3201.19 ms",
           "speed-up Presto-LS / base >= 10; per-step speed-up Presto-L / base > 1",
-          "results/tables/latency.csv, results/tables/presto_l_speedup.csv; notebooks 05, 07",
-          "ratio_ci on repeated timings"),
+          "results/tables/table3_latency.csv; stage tables34",
+          "ratio_ci on repeated timings: base at the paper's NFE vs Presto-LS (mono latency, >= 10x); base vs "
+          "Presto-L at the same sampler budget (generation time, > 1x)"),
     Claim("C11", "CLAP rejection sampling raises the CLAP score and lowers diversity",
           "Fig. 13 (curves over rejection ratio): CLAP score up, FAD/MMD maintained or improved, recall/coverage down",
           "delta = rejection - none: CLAP > 0, recall < 0",

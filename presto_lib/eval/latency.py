@@ -149,6 +149,8 @@ def component_table(systems: dict[str, Callable[[int], Any]], decode: Callable[[
     turn (warm-up rounds first), so load changes hit every system alike. Decoding and M2S are the same networks
     for every system, so their times are pooled over systems with the same batch size (one value per b, as in the
     paper's tables). mono latency = generation + decoding, stereo latency = mono + M2S, RTF = b T / latency (A.6).
+    `latency_runs_s` / `generation_runs_s` keep each round's own mono latency / generation time (seconds,
+    space-separated, as `time_systems`) for the speed-up's interval (`eval.claims.ratio_ci`, claim C10).
     """
     if repeats < 1 or warmup < 0 or audio_seconds <= 0:
         raise ValueError(f"need repeats >= 1, warmup >= 0, audio_seconds > 0; got {repeats}, {warmup}, {audio_seconds}")
@@ -156,6 +158,7 @@ def component_table(systems: dict[str, Callable[[int], Any]], decode: Callable[[
     if min(bs.values(), default=1) < 1:
         raise ValueError(f"batch sizes must be >= 1, got {bs}")
     gen_t: dict[str, list[float]] = {k: [] for k in systems}
+    mono_t: dict[str, list[float]] = {k: [] for k in systems}
     dec_t: dict[int, list[float]] = {b: [] for b in bs.values()}
     m2s_t: dict[int, list[float]] = {b: [] for b in bs.values()}
     with torch.inference_mode():
@@ -166,6 +169,7 @@ def component_table(systems: dict[str, Callable[[int], Any]], decode: Callable[[
                 tm = _timed(lambda: m2s(wav), device)[1] if m2s is not None else float("nan")
                 if rnd >= warmup:
                     gen_t[k].append(tg)
+                    mono_t[k].append(tg + td)
                     dec_t[bs[k]].append(td)
                     m2s_t[bs[k]].append(tm)
     rows = []
@@ -176,7 +180,8 @@ def component_table(systems: dict[str, Callable[[int], Any]], decode: Callable[[
         rows.append({"system": k, "batch_size": b, "generation_ms": g, "decoding_ms": d,
                      "mono_rtf": b * audio_seconds / (mono / 1e3), "mono_latency_ms": mono, "m2s_ms": m,
                      "stereo_rtf": b * audio_seconds / (stereo / 1e3), "stereo_latency_ms": stereo,
-                     "repeats": repeats})
+                     "repeats": repeats, "latency_runs_s": " ".join(f"{t:.6g}" for t in mono_t[k]),
+                     "generation_runs_s": " ".join(f"{t:.6g}" for t in gen_t[k])})
     return pd.DataFrame(rows)
 
 

@@ -123,7 +123,8 @@ STAGES: tuple[StageSpec, ...] = (
               results=_t("metric_sanity.csv", "metric_sanity.md") + _f("fig_metric_sanity.png")),
     StageSpec("latents", "presto_lib.stages.latents", deps=("data/corpus", "data/vae"),
               params=("common.seed", "base.manifest", "base.vae", "base.latents", "base.encode_batch_size",
-                      "base.sample_posterior", "base.latent_std"), outs=("data/latents",)),
+                      "base.sample_posterior", "base.latent_std", "base.latent_spread"),
+              outs=("data/latents",)),
     StageSpec("base", "notebooks/03_base.ipynb",
               deps=("data/corpus", "data/vae", "data/latents", "data/metrics", f"{R}/tables/metric_sanity.csv"),
               params=("common", *EDM6, "base", "metrics.reference_split", "metrics.backbone", "metrics.clap_path",
@@ -156,8 +157,8 @@ STAGES: tuple[StageSpec, ...] = (
                     "data/samples/ase", "data/samples/presto_l"),
               params=("common", "edm", "base", "metrics", "presto_l"),
               results=_f("fig04_variance_depth.png", "fig06_presto_l.png", "fig10_presto_l_ablation.png")
-              + _t("fig04_variance_depth.csv", "fig06_presto_l.md", "fig10_presto_l_ablation.md",
-                   "presto_l_speedup.csv", "presto_l_speedup.md", "presto_l_claims.csv") + _rows("ase", "presto_l"),
+              + _t("fig04_variance_depth.csv", "fig04_variance_per_clip.csv", "fig06_presto_l.md",
+                   "fig10_presto_l_ablation.md", "presto_l_speedup.csv", "presto_l_speedup.md", "presto_l_claims.csv") + _rows("ase", "presto_l"),
               metrics=_m("table2_ase", "table2_presto_l"), evaluates=True,
               plots=((f"{R}/tables/fig06_presto_l.csv", {"x": "nfe", "y": "FAD", "template": "linear"}),
                      (f"{R}/tables/fig10_presto_l_ablation.csv", {"x": "nfe", "y": "FAD", "template": "linear"}))),
@@ -210,7 +211,8 @@ STAGES: tuple[StageSpec, ...] = (
                     "data/samples/presto_s_${presto_ls.presto_s_run}"),
               params=("common", "edm", "base", "metrics", "presto_l", "presto_s", "presto_ls"),
               results=_f("fig07_presto_s_variance.png", "fig08_ls_failure_modes.png")
-              + _t("fig08_ls_failure_modes.csv", "latency.csv", "latency.md") + _rows("presto_ls"),
+              + _t("fig08_ls_failure_modes.csv", "fig07_claim_cells.csv", "latency.csv", "latency.md")
+              + _rows("presto_ls"),
               metrics=_m("table2_presto_ls"), evaluates=True),
     StageSpec("consistency_run", "presto_lib.stages.consistency", args="--run ${item}",
               foreach="keys:consistency.runs",
@@ -304,10 +306,12 @@ STAGES: tuple[StageSpec, ...] = (
 STAGES += (
     StageSpec("claims", "presto_lib.stages.claims",
               deps=(*(s.evaluation_out[0] for s in STAGES if s.evaluates), "data/corpus", "data/metrics",
-                    "data/samples", "data/presto_ls", f"{R}/tables/latency.csv", f"{R}/tables/fig04_variance_depth.csv",
-                    f"{R}/tables/noise_floor.csv", f"{R}/tables/table2_full_comparison.csv",
-                    f"{R}/tables/fig13_claim_cells.csv", f"{R}/tables/fig09_claim_cells.csv"),
+                    "data/samples", "data/presto_ls", f"{R}/tables/table3_latency.csv",
+                    f"{R}/tables/fig04_variance_per_clip.csv", f"{R}/tables/noise_floor.csv",
+                    f"{R}/tables/table2_full_comparison.csv", f"{R}/tables/fig13_claim_cells.csv",
+                    f"{R}/tables/fig09_claim_cells.csv", f"{R}/tables/fig07_claim_cells.csv"),
               params=("common", "metrics", "presto_s", "presto_l.out_dir", "presto_l.eval_steps",
+                      "artefacts.base_paper_steps",
                       "presto_ls.presto_s_run", "presto_ls.fig8_setups", "presto_ls.fig8_last"),
               results=(f"{R}/claims.md", f"{R}/claims.csv")),
 )

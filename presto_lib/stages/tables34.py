@@ -10,7 +10,9 @@ Table 2 step counts). Table 3 at b = 1; Table 4 at each system's largest batch (
 `artefacts.batch_limit`) whose peak memory (process RSS on CPU, CUDA max allocated on a GPU) stays under
 `artefacts.memory_cap_gb`, which the table states. Text encoding is not timed. The same tables with random weights
 at the `paper` size: `python benchmarks/bench_tables.py --profile paper ...`. Writes
-<results>/tables/table3_latency.{csv,md}, table4_max_batch.{csv,md}, <results>/metrics/tables34.json.
+<results>/tables/table3_latency.{csv,md}, table4_max_batch.{csv,md}, <results>/metrics/tables34.json. The CSVs also
+keep every round's raw timings (`latency_runs_s`: mono latency, `generation_runs_s`: generation only; seconds,
+space-separated) for the speed-up intervals of claim C10 (`stages.claims`).
 """
 from __future__ import annotations
 
