@@ -88,30 +88,7 @@ def test_schedule_and_curve_file(tmp_path):
 
 # ---- the validation metrics on a tiny saved base model and latent cache ----
 
-def _tiny_world(tmp_path):
-    """A saved tiny base model and a 12-clip latent cache whose `valid` split is the validation set."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from presto_lib.diffusion.score_model import build_score_model, save_score_model
-    torch.manual_seed(0)
-    base = build_score_model(dict(hidden_size=16, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2),
-                             in_channels=4, text_dim=8)
-    save_score_model(tmp_path / "base", base, {"latent_frames": 16, "sample_rate": 8000, "clip_samples": 2560})
-    N, L = 12, 3
-    lat = tmp_path / "latents"
-    lat.mkdir()
-    for split in ("train", "valid"):
-        save_file({"latents": torch.randn(N, 4, 16) * 0.5, "latents_std": torch.zeros(N, 4, 16),
-                   "text": torch.randn(N, L, 8), "text_mask": torch.ones(N, L, dtype=torch.bool),
-                   "bpm": torch.full((N,), 100.0)}, str(lat / f"{split}.safetensors"))
-        (lat / f"{split}.json").write_text(json.dumps({"captions": ["x"] * N, "piece_ids": [str(i) for i in range(N)]}))
-    (lat / "meta.json").write_text(json.dumps({"latent_dim": 4, "latent_frames": 16, "text_dim": 8}))
-    return tmp_path
-
-
-def test_generator_and_dsm_curves_in_a_presto_s_run(tmp_path):
+def test_generator_and_dsm_curves_in_a_presto_s_run(tmp_path, tiny_world):
     import pandas as pd
 
     from presto_lib.distill.generator import build_presto_s
@@ -119,7 +96,7 @@ def test_generator_and_dsm_curves_in_a_presto_s_run(tmp_path):
     from presto_lib.stages.learning_curve import dsm_validation, generator_validation
     from presto_lib.stages.presto_s import distill
 
-    w = _tiny_world(tmp_path)
+    w = tiny_world(tmp_path, splits=("train", "valid"))
     cfg = PrestoSConfig()
     ps, _ = build_presto_s(w / "base", cfg, {"n_down": 1}, "cpu")
     gen_val = generator_validation(w / "latents", 4, cfg=cfg, steps=2)
