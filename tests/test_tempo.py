@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from presto_lib.eval.tempo import bpm_following, bpm_pairs, estimate_tempo, tempo_accuracy
+from presto_lib.eval.tempo import bpm_following, bpm_pairs, estimate_tempo, onset_rate, tempo_accuracy
 
 SR = 16000
 
@@ -27,6 +27,12 @@ def test_the_estimator_halves_150_bpm_on_longer_clips():
     assert tempo_accuracy(np.array([estimate_tempo(clicks(150, 6.0), SR)]), 150, octave=True) == 1.0
 
 
+@pytest.mark.parametrize("bpm", [60, 80, 130, 150])
+def test_onset_rate_counts_the_clicks(bpm):
+    """A click per beat: onsets per second = BPM / 60 (the onset detector has no tempo prior, so 150 stays 150)."""
+    assert onset_rate(clicks(bpm), SR) == pytest.approx(bpm / 60, abs=0.3)   # +-1 click in 4 s
+
+
 def test_tempo_accuracy_acc1_and_acc2():
     est = np.array([100.0, 107.0, 50.0, 210.0, 130.0])
     assert tempo_accuracy(est, 100.0) == pytest.approx(2 / 5)                 # 100, 107 (7% off)
@@ -42,8 +48,10 @@ def test_bpm_following_wins_for_a_model_that_follows_bpm_and_not_for_one_that_ig
         assert len(rows) == 8 and set(rows.target) == {80.0, 130.0}
         p = bpm_pairs(rows, 80.0, 130.0)
         assert int(p.win.sum()) == wins
-    assert bpm_pairs(bpm_following(follow, ["a"], [80, 130], [0], SR), 80.0, 130.0).ratio.iloc[0] == \
-        pytest.approx(130 / 80, rel=0.1)
+    p = bpm_pairs(bpm_following(follow, ["a"], [80, 130], [0], SR), 80.0, 130.0)
+    assert p.ratio.iloc[0] == pytest.approx(130 / 80, rel=0.1)
+    assert p.onset_ratio.iloc[0] == pytest.approx(130 / 80, rel=0.1)
+    assert bpm_pairs(bpm_following(ignore, ["a"], [80, 130], [0], SR), 80.0, 130.0).onset_ratio.iloc[0] == 1.0
 
 
 def test_bpm_pairs_counts_wins_and_tempo_ratios():
