@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -75,3 +77,43 @@ def test_bench_inference_runs_at_smoke_size(tmp_path):
     run("benchmarks/bench_inference.py", "--smoke", "--systems", "presto_s", "--threads", "1", "--out",
         str(tmp_path / "skip"))
     assert "CUDA only" in json.loads((tmp_path / "skip" / "bench_inference.json").read_text())["train_memory"]
+
+
+def _base_step_curve():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("base_step_curve", ROOT / "benchmarks" / "base_step_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_spectral_stats_tell_tones_from_noise_and_low_from_high():
+    import numpy as np
+
+    bsc, sr = _base_step_curve(), 16000
+    t = np.arange(4 * sr) / sr
+    low = bsc.spectral_stats([np.sin(2 * np.pi * 440 * t)], sr)
+    high = bsc.spectral_stats([np.sin(2 * np.pi * 4000 * t)], sr)
+    noise = bsc.spectral_stats([np.random.default_rng(0).standard_normal(4 * sr)], sr)
+    assert low["hf_share"] < 1e-3 and high["hf_share"] > 0.999
+    assert noise["hf_share"] == pytest.approx(6 / 8, abs=0.02)     # 2-8 kHz of a flat 0-8 kHz
+    assert low["flatness"] < 0.01 and 0.4 < noise["flatness"] < 0.7              # white noise: e^-gamma ~ 0.56
+
+
+def test_step_curve_samples_the_same_prompts_and_seeds_for_every_setting_and_step():
+    import numpy as np
+
+    bsc, calls = _base_step_curve(), []
+    prompts = [{"caption": f"c{i}", "bpm": 90.0 + i} for i in range(3)]
+
+    def generate(caps, bpms, seeds, opts):
+        calls.append((tuple(caps), tuple(bpms), tuple(seeds), dict(opts)))
+        return np.random.default_rng(opts["steps"]).standard_normal((len(caps), 4000))
+
+    df = bsc.step_curve(generate, lambda w, c: {"n": len(w), "FAD": float(len(c))}, prompts, [2, 4],
+                        {"a": {"guidance": "cfgpp", "w": 0.8}, "b": {"guidance": "cond"}}, 8000)
+    assert list(zip(df.setting, df.steps)) == [("a", 2), ("a", 4), ("b", 2), ("b", 4)]
+    assert {c[:3] for c in calls} == {(("c0", "c1", "c2"), (90.0, 91.0, 92.0), (0, 1, 2))}
+    assert [c[3] for c in calls][1] == {"guidance": "cfgpp", "w": 0.8, "steps": 4}
+    assert (df.n == 3).all() and {"hf_share", "flatness", "gen_s"} <= set(df.columns)
