@@ -254,6 +254,12 @@ budget_norms.round(5)
 # each set with the project's metrics (`presto_lib.eval.evaluate`): FAD and MMD on MSD-musicnn embeddings against
 # the test split (lower is better) and the CLAP score of our corpus CLAP (higher is better). These are *not* the
 # paper's LAION-CLAP numbers; compare directions, not values.
+#
+# **Why the base model's FAD can rise with steps** (`benchmarks/base_step_curve.py`,
+# `results/benchmarks/base_step_curve.md`, 64 prompts): with CFG++ FAD falls from 4 to 16 steps and rises at 40
+# while CLAP and recall keep rising; without guidance it flattens instead, and Heun + CFG++ rises like DPM-2S. The
+# guidance trades distribution match for prompt adherence as steps grow; no sampler fault. On 16 prompts (below)
+# the curves are noisy: read them with the intervals of the claims ledger (C4).
 
 # %%
 ev = make_evaluator(P, "presto_l")

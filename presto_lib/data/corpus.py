@@ -137,7 +137,7 @@ def _render_task(task: PieceTask, cfg: dict, audio_dir: str | os.PathLike) -> di
         shift, factor = 0, 1.0
         if r > 0:   # symbolic augmentation: transpose + tempo scale, labels recomputed exactly
             shift = int(rng.choice([s for s in range(int(t_lo), int(t_hi) + 1) if s != 0] or [0]))
-            factor = float(np.exp(rng.uniform(np.log(f_lo), np.log(f_hi))))   # log-uniform: as often slower as faster
+            factor = float(rng.uniform(f_lo, f_hi))
         bpm = float(np.clip(round(bpm0 * factor), 30, 260))
         perf = plan_performance(piece, style, rng, bpm, task.clips_per_render, clip_s, transpose_by=shift,
                                 tempo_factor=bpm / bpm0)
