@@ -253,7 +253,8 @@ plt.show()
 # (`corpus.tempo_range` 0.65-1.55x instead of 0.85-1.2x, so one piece is heard at tempi 2.4x apart and BPM is not
 # read off the style). A base model trained the same way on that corpus won 2 of 16 pairs, with onsets per second
 # rising with the target in 8 of 16 pairs (median ratio 1.04), against 1 of 16, 9 of 16 and 1.08 for this corpus's
-# model: the tempo range is not what limits BPM following at this scale. We generate the *same*
+# model (`results/benchmarks/bpm_tempo_range_trial.md`): the tempo range is not what limits BPM following at
+# this scale. We generate the *same*
 # caption and seed at two tempi and estimate the tempo of each result with librosa's onset-autocorrelation
 # estimator, over `bpm_check.prompts` x `bpm_check.seeds` (>= 16) pairs. Tempo estimators often report half or double the tempo (octave errors), so we give both
 # **Acc1** (within 8% of the target) and **Acc2** (within 8% of the target, its half or its double), and run the
