@@ -63,13 +63,14 @@ def bpm_pairs(est: pd.DataFrame, lo: float, hi: float) -> pd.DataFrame:
     `onset_rate` column, also onset_low, onset_high and onset_ratio (onsets per second at hi over lo)."""
     if not lo < hi:
         raise ValueError(f"need lo < hi, got {lo}, {hi}")
-    wide = est.pivot_table(index=["caption", "seed"], columns="target", values="estimated")
-    out = pd.DataFrame({"target_low": float(lo), "target_high": float(hi), "est_low": wide[lo],
-                        "est_high": wide[hi]}).reset_index()
+    onsets = "onset_rate" in est.columns
+    wide = est.pivot_table(index=["caption", "seed"], columns="target",
+                           values=["estimated", "onset_rate"] if onsets else ["estimated"])
+    out = pd.DataFrame({"target_low": float(lo), "target_high": float(hi), "est_low": wide["estimated", lo],
+                        "est_high": wide["estimated", hi]}).reset_index()
     out["ratio"] = out.est_high / out.est_low
     out["win"] = out.est_high > out.est_low
-    if "onset_rate" in est.columns:
-        on = est.pivot_table(index=["caption", "seed"], columns="target", values="onset_rate")
-        out["onset_low"], out["onset_high"] = on[lo].to_numpy(), on[hi].to_numpy()
+    if onsets:      # same table, same row order as `out`
+        out["onset_low"], out["onset_high"] = wide["onset_rate", lo].to_numpy(), wide["onset_rate", hi].to_numpy()
         out["onset_ratio"] = out.onset_high / out.onset_low
     return out
