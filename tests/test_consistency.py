@@ -10,6 +10,7 @@ from presto_lib.distill.cm import CMConfig, CMStep, ConsistencyStudent, cm_loss,
 from presto_lib.distill.consistency_toy import distill_toy_consistency, label_null, sample_toy, toy_student
 from presto_lib.distill.ctm import CTMConfig, CTMStep, ctm_config, ctm_jump, ctm_loss, sample_ctm
 from presto_lib.distill.toy import ExactScore, make_toy_model, ring_mixture, sample_points, train_toy_base
+from weights import changed, snapshot
 
 torch.set_num_threads(1)
 
@@ -265,15 +266,13 @@ def test_steps_plug_into_the_shared_loop(tmp_path, name):
     cfg = CMConfig(target="ema") if name == "cm" else ctm_config(name, teacher_steps=2)
     step = CMStep(cfg) if name == "cm" else CTMStep(cfg)
     student = toy_student(base, cfg)
-    before = {k: v.clone() for k, v in student.state_dict().items()}
-    teacher0 = {k: v.clone() for k, v in base.state_dict().items()}
+    before, teacher0 = snapshot(student), snapshot(base)
     opt = torch.optim.Adam(student.parameters(), 1e-3)
     ctx = train(step, modules={"student": student}, optimizers={"student": opt}, dataset=data,
                 cfg=TrainConfig(run_dir=str(tmp_path), max_steps=3, batch_size=8, log_every=1, amp="none"),
                 ema=["student"], frozen={"teacher": base})
     assert ctx.step == 3
-    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
-    assert all(torch.equal(teacher0[k], v) for k, v in base.state_dict().items())
+    assert changed(before, student) and not changed(teacher0, base)
     assert "loss" in (tmp_path / "log.csv").read_text()
     if name == "soundctm":                                       # a student without the target-time embedding
         bad = toy_student(base, ctm_config("ditto_ctm"))

@@ -13,6 +13,7 @@ from presto_lib.distill.presto_s import (FakeScore, PrestoS, PrestoSConfig, disc
                                          optimizer_update, pingpong_sigmas, sample_generator, snap_sigmas)
 from presto_lib.distill.toy import (ExactScore, distill_toy, make_toy_model, mmd_rbf, ring_mixture,
                                     sample_points, toy_presto_s, train_toy_base)
+from weights import changed, snapshot
 
 torch.set_num_threads(1)
 
@@ -27,14 +28,6 @@ def _players(cfg=None, seed=0, hidden=16):
     for m in (G, score, real):
         m.load_state_dict(state)
     return PrestoS(G, FakeScore(score, DiscriminatorHead(hidden, n_down=0)), real, cfg or PrestoSConfig(cfg_w=1.0))
-
-
-def _params(m):
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def _changed(before, m):
-    return any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 # ---- the toy distils ---------------------------------------------------------------------------
@@ -64,23 +57,23 @@ def test_five_fake_updates_per_generator_update_and_each_turn_touches_one_player
     update = lambda loss, name: (calls.append(name), plain(loss, name))
     gm = ring_mixture()
     for it in range(18):
-        g0, f0 = _params(ps.G), _params(ps.fake)
+        g0, f0 = snapshot(ps.G), snapshot(ps.fake)
         ps.step(sample_points(gm, 8), None, it, update)
         if calls[-1] == "generator":
-            assert _changed(g0, ps.G) and not _changed(f0, ps.fake)
+            assert changed(g0, ps.G) and not changed(f0, ps.fake)
         else:
-            assert _changed(f0, ps.fake) and not _changed(g0, ps.G)
+            assert changed(f0, ps.fake) and not changed(g0, ps.G)
     assert calls == (["fake"] * 5 + ["generator"]) * 3
 
 
 def test_real_score_model_never_changes():
     ps = _players(PrestoSConfig(cfg_w=1.0))
-    real0 = _params(ps.real)
+    real0 = snapshot(ps.real)
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-2) for k, m in ps.modules().items()}
     gm = ring_mixture()
     for it in range(12):
         ps.step(sample_points(gm, 8), None, it, optimizer_update(opts))
-    assert not _changed(real0, ps.real)
+    assert not changed(real0, ps.real)
     assert all(not p.requires_grad and p.grad is None for p in ps.real.parameters())
     assert not ps.real.training
 

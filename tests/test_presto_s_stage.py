@@ -3,16 +3,9 @@ import pytest
 import torch
 
 from presto_lib.distill.presto_s import PrestoSConfig, pingpong_sigmas
+from weights import changed, snapshot
 
 torch.set_num_threads(1)
-
-
-def _params(m):
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def _changed(before, m):
-    return any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 # ---- the stage: Algorithm 1 in the shared training loop ------------------------------------------------
@@ -25,7 +18,7 @@ def test_stage_runs_algorithm1_in_the_training_loop(tmp_path, tiny_world):
 
     w = tiny_world(tmp_path)
     ps, _ = build_presto_s(w / "base", PrestoSConfig(), {"n_down": 1}, "cpu")
-    real0, g0 = _params(ps.real), _params(ps.G)
+    real0, g0 = snapshot(ps.real), snapshot(ps.G)
     assert all(torch.equal(g0[k], v) for k, v in real0.items())                # G starts at the base weights
     storage = lambda m: {p.data_ptr() for p in m.parameters()}
     assert not (storage(ps.G) & storage(ps.real)) and not (storage(ps.fake) & storage(ps.real))
@@ -35,7 +28,7 @@ def test_stage_runs_algorithm1_in_the_training_loop(tmp_path, tiny_world):
     ctx = distill(ps, w / "latents", w / "run", train, seed=0)
     log = pd.read_csv(w / "run" / "log.csv")
     assert log.generator_turn.tolist() == ([0.0] * 5 + [1.0]) * 2
-    assert not _changed(real0, ps.real) and _changed(g0, ps.G)
+    assert not changed(real0, ps.real) and changed(g0, ps.G)
     assert set(ctx.raw) == {"generator", "fake"} and set(ctx.frozen) == {"real"}
     # the `optimizer` preset reaches both players (DMD2: AdamW 0.9/0.999, wd 0.01), checkpointing both DiTs
     for name in ("generator", "fake"):

@@ -17,6 +17,7 @@ from presto_lib.distill.presto_ls import LayerDropScore, build_setup, reduced_la
 from presto_lib.distill.presto_s import FakeScore, PrestoSConfig
 from presto_lib.distill.discriminator import make_head
 from presto_lib.train import TrainConfig, skips_parameters, train
+from weights import snapshot
 
 C, DEPTH, STEPS, BATCH = 4, 4, 4, 4          # D3 scaled to 4 blocks: [2, 2, 1, 1, 0] dropped per quintile
 VARIANTS = ("ase", "presto_l")
@@ -82,7 +83,7 @@ def _train(variant, run_dir):
     ctx = train(step, modules={"model": model}, optimizers={"model": opt},
                 dataset=FixedNoise(), cfg=TrainConfig(run_dir=str(run_dir), max_steps=STEPS, batch_size=BATCH,
                                                       grad_clip=None, amp="none", log_every=1, ckpt_every=100))
-    return {k: v.detach().clone() for k, v in ctx.raw["model"].state_dict().items()}
+    return snapshot(ctx.raw["model"])
 
 
 def _train_lfake(run_dir, use_gan):
@@ -99,7 +100,7 @@ def _train_lfake(run_dir, use_gan):
 
     ctx = train(step, modules=ps.modules(), optimizers=opts, dataset=FixedNoise(), frozen={"real": ps.real},
                 cfg=TrainConfig(run_dir=str(run_dir), max_steps=6, batch_size=BATCH, amp="none", ckpt_every=100))
-    return {k: v.detach().clone() for k, v in ctx.raw["generator"].state_dict().items()}
+    return snapshot(ctx.raw["generator"])
 
 
 def _worker(rank, world, port, out_dir):
