@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -54,21 +54,18 @@ def stale_evaluations(P: dict[str, Any], root: Path = EVALS) -> list[Path]:
 
 def judge(inputs: Any, budget: int) -> pd.DataFrame:
     """Every cell of C7, C8, C15 and of "Presto-S vs base" on `inputs` (a `stages.claims.Inputs`), one row each."""
-    from presto_lib.eval.claims_ledger import ClaimResult, claim
     from presto_lib.stages.claims import _samples, c7, c8, c15
 
-    def s_vs_base(I: Any) -> ClaimResult:         # not a paper claim: how close the student gets to its teacher
-        return ClaimResult(claim("C15"), I.cells(_samples(I, "presto_s"), _samples(I, "base"), label="Presto-S vs base"))
-
-    builders: dict[str, Callable] = {"C7": c7, "C8": c8, "C15": c15, "S vs base": s_vs_base}
+    groups = [(cid, r.cells, r.verdict) for cid, r in (("C7", c7(inputs)), ("C8", c8(inputs)), ("C15", c15(inputs)))]
+    # not a paper claim (no verdict of its own): how close the student gets to its teacher
+    groups.append(("S vs base", inputs.cells(_samples(inputs, "presto_s"), _samples(inputs, "base"),
+                                             label="Presto-S vs base"), ""))
     rows = []
-    for cid, build in builders.items():
-        r = build(inputs)
-        for c in r.cells:
+    for cid, cells, verdict in groups:
+        for c in cells:
             a, b = c.values if c.values is not None else (float("nan"), float("nan"))
             rows.append({"budget": budget, "claim": cid, "cell": c.name, "A": a, "B": b, "estimate": c.estimate,
-                         "lo": c.lo, "hi": c.hi, "n": c.n, "verdict": c.verdict,
-                         "claim verdict": r.verdict if cid != "S vs base" else ""})
+                         "lo": c.lo, "hi": c.hi, "n": c.n, "verdict": c.verdict, "claim verdict": verdict})
     return pd.DataFrame(rows)
 
 

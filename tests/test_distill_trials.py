@@ -1,6 +1,7 @@
 """The distillation trials in benchmarks/: distill_budget.py's params change only the two budgets, it regenerates only
 the two Table 2 folders' evaluations, and its verdicts follow planted effects in synthetic per-clip data;
-teacher_guidance.py samples with plain CFG and judges Presto-S against each guided base model."""
+teacher_guidance.py samples with plain CFG and judges Presto-S against each guided base model; presto_s_levers.py
+changes only the keys a lever names, writes each lever under its own folder and judges it by planted effects."""
 import copy
 import importlib.util
 from pathlib import Path
@@ -105,3 +106,57 @@ def test_teacher_guidance_cells_follow_planted_effects(tmp_path):
     assert v["Presto-S vs base FAD"] == v["Presto-S vs base MMD"] == C.CONTRADICTED      # worse than base
     assert v["Presto-S vs cfg 4.5 FAD"] == C.UNRESOLVED                                  # as far as its teacher
     assert v["Presto-S vs cfg 1 FAD"] == v["Presto-S vs cfg 1 MMD"] == C.REPRODUCED
+
+
+def _levers():
+    return _load("presto_s_levers")
+
+
+def test_parse_lever_reads_yaml_values():
+    L = _levers()
+    assert L.parse_lever("ema:train.ema_decay=0.99") == ("ema", {"train.ema_decay": 0.99})
+    assert L.parse_lever("two:train.lr_generator=1e-5,algorithm.nu1=0") == \
+        ("two", {"train.lr_generator": 1e-5, "algorithm.nu1": 0})
+    for bad in ("ema", "ema:", ":train.ema_decay=1", "ema:train.ema_decay"):
+        with pytest.raises(ValueError):
+            L.parse_lever(bad)
+
+
+def test_lever_params_change_only_the_named_keys_and_the_layout(tmp_path):
+    L, P = _levers(), _params()
+    P["presto_s"].update({"out_dir": "data/presto_s", "curve_runs": ["tr"], "eval_prompts": 128})
+    P["presto_s"]["train"]["ema_decay"] = 0.0
+    before = copy.deepcopy(P)
+    Q = L.lever_params(P, "ema", {"train.ema_decay": 0.99}, 1200, root=tmp_path)
+    assert P == before                                            # the input is not modified
+    q = Q["presto_s"]
+    assert q["train"]["ema_decay"] == 0.99 and q["train"]["iterations"] == 1200
+    assert L.lever_samples(Q) == tmp_path / "ema" / "samples" / "presto_s_tr"
+    assert Path(q["out_dir"]) == tmp_path / "ema" / "presto_s"
+    for k, v in (("ema_decay", 0.0), ("iterations", 300)):
+        q["train"][k] = v
+    for k in ("out_dir", "samples_dir", "curve_runs", "eval_prompts"):
+        q[k] = P["presto_s"][k]
+    assert Q == P                                                 # nothing else moved
+    short = L.lever_params(P, "short", {"train.iterations": 300}, 1200, root=tmp_path)
+    assert short["presto_s"]["train"]["iterations"] == 300                # a lever's own budget wins
+    R = L.ls_params(short)                                        # Presto-LS on the lever's recipe and budget
+    assert R["presto_ls"]["iterations"] == 300 and short["presto_ls"]["iterations"] is None
+    assert R["presto_s"] == short["presto_s"] and L.ls_samples(R) == tmp_path / "short" / "samples" / "presto_ls"
+    with pytest.raises(KeyError):
+        L.lever_params(P, "typo", {"train.ema_decy": 0.99}, 1200, root=tmp_path)
+
+
+def test_lever_cells_follow_planted_effects(tmp_path):
+    L = _levers()
+    better, worse = "data/levers/better/samples/presto_s_tr", "data/levers/worse/samples/presto_s_tr"
+    I = _inputs(tmp_path, {"data/samples/base": 0.0, "data/samples/presto_s_tr": 1.0, better: 0.0, worse: 2.0})
+    against = {"base": Path("data/samples/base"), "committed": Path("data/samples/presto_s_tr")}
+    df = L.cell_rows(I, "better", Path(better), against)
+    v = {(r.against, r.metric): r.verdict for r in df.itertuples()}
+    assert v["committed", "FAD"] == v["committed", "MMD"] == C.REPRODUCED     # the lever beats the committed run
+    assert v["base", "FAD"] == C.UNRESOLVED                                   # and draws with the base model
+    df = L.cell_rows(I, "worse", Path(worse), against)
+    v = {(r.against, r.metric): r.verdict for r in df.itertuples()}
+    assert v["committed", "FAD"] == v["base", "MMD"] == C.CONTRADICTED
+    assert set(df["metric"]) == set(L.METRICS) and (df["lever"] == "worse").all()
