@@ -116,6 +116,27 @@ def test_missing_inputs_are_not_run_with_the_reason(ledger):
     assert "Noise floor: not measured" in md.read_text()
 
 
+def test_presto_l_claims_read_the_table_folders_at_the_table_budget(tmp_path):
+    """At the Table 2 budget C4 / C13 pair the Table 2 folders (all prompts), elsewhere the curve folders."""
+    rng = np.random.default_rng(2)
+    P = _params()
+    P["presto_l"].update(samples_dir="data/samples", table_steps=None, eval_steps=[4, 16])
+    P["base"] = {"samples_dir": "data/samples/base", "sample_steps": 16}
+    for folder, n, shift in (("data/presto_l/ase_shift/steps_16", 12, 1.5), ("data/presto_l/ase/steps_16", 12, 0.0),
+                             ("data/samples/ase_shift", N, 0.0), ("data/samples/ase", N, 1.5),
+                             ("data/samples/base", N, 1.5), ("data/presto_l/base/steps_4", 12, 0.0)):
+        save_clip_data(tmp_path / "ev" / "x" / f"{eval_key(folder)}.npz",
+                       {k: v[:n] for k, v in _system(rng, shift, 30).items()})
+    I = S.Inputs(P, tmp_path, rng.normal(size=(200, D)), eval_root=tmp_path / "ev", root=tmp_path)
+    assert S._pl_dir(I, "base", 16) == Path("data/samples/base")
+    assert S._pl_dir(I, "base", 4) == Path("data/presto_l/base/steps_4")
+    ab = I.cells(S._pl_dir(I, "ase_shift", 16), S._pl_dir(I, "ase", 16), metrics=("FAD",))
+    assert ab[0].n == N and ab[0].verdict == C.REPRODUCED       # the curve folders (12 clips) say the opposite
+    P["presto_l"]["table_steps"] = 4                            # a presto_l table budget overrides the base row's
+    assert S._pl_dir(I, "ase", 4) == Path("data/samples/ase")
+    assert S._pl_dir(I, "ase", 16) == Path("data/presto_l/ase/steps_16")
+
+
 def test_pairing_is_checked(tmp_path):
     rng = np.random.default_rng(1)
     a, b = _system(rng, 0, 30), _system(rng, 1, 20)

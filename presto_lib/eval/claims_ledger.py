@@ -58,7 +58,8 @@ CLAIMS: tuple[Claim, ...] = (
           "30.03, Presto-L 0.18 / 0.61 / 32.28",
           "delta = Presto-L - X for X in (base, ASE): FAD < 0, MMD < 0, CLAP > 0",
           "results/figures/fig06_presto_l.png, results/tables/fig06_presto_l.csv; notebook 05",
-          "every step budget x every metric x both baselines"),
+          "every step budget x every metric x both baselines; at the Table 2 budget (16 steps) on all Table 2 "
+          "prompts, elsewhere on the curve prompts"),
     Claim("C5", "The base model's hidden variance spikes at the last DiT block",
           "Fig. 4: variance grows with depth and spikes 'on the last layer up to an order of magnitude higher'",
           "var(block L) / var(block L-1) > 1 (reported against the paper's ~10x)",
@@ -109,7 +110,8 @@ CLAIMS: tuple[Claim, ...] = (
           "conditioning and self-teacher help CLAP",
           "delta = (ASE + component) - ASE: FAD < 0, MMD < 0, CLAP > 0",
           "results/figures/fig10_presto_l_ablation.png, results/tables/fig10_presto_l_ablation.csv; notebook 05",
-          "every component x every metric at the largest step budget"),
+          "every component x every metric at the largest step budget (on all Table 2 prompts when it is the "
+          "Table 2 budget)"),
     Claim("C14", "Listeners rate Presto-LS highest",
           "Fig. 12 / section 4.5: n = 16 raters, 20 prompts, paired t-tests with Bonferroni, p < 0.05 against base, "
           "SoundCTM and Stable Audio Open",

@@ -213,7 +213,13 @@ def c3(I: Inputs) -> ClaimResult:
 # ---- Presto-L (Figs. 4, 6, 10) ----
 
 def _pl_dir(I: Inputs, variant: str, steps: int) -> Path:
-    return Path(I.P["presto_l"]["out_dir"]) / variant / f"steps_{steps}"
+    """A Presto-L variant's (or the base model's) samples at `steps`: at the Table 2 budget its Table 2 folder (the
+    curve folder's prompts and seeds first, then the rest of the base row's prompts), else the curve folder."""
+    pl, base = I.P["presto_l"], I.P.get("base", {})
+    table = pl.get("table_steps") or base.get("sample_steps")
+    if table is not None and int(steps) == int(table):
+        return Path(base["samples_dir"]) if variant == "base" else Path(pl["samples_dir"]) / variant
+    return Path(pl["out_dir"]) / variant / f"steps_{steps}"
 
 
 def c4(I: Inputs) -> ClaimResult:

@@ -311,6 +311,7 @@ STAGES += (
                     f"{R}/tables/table2_full_comparison.csv", f"{R}/tables/fig13_claim_cells.csv",
                     f"{R}/tables/fig09_claim_cells.csv", f"{R}/tables/fig07_claim_cells.csv"),
               params=("common", "metrics", "presto_s", "presto_l.out_dir", "presto_l.eval_steps",
+                      "presto_l.samples_dir", "presto_l.table_steps", "base.samples_dir", "base.sample_steps",
                       "artefacts.base_paper_steps",
                       "presto_ls.presto_s_run", "presto_ls.fig8_setups", "presto_ls.fig8_last"),
               results=(f"{R}/claims.md", f"{R}/claims.csv")),
