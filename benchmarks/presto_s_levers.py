@@ -3,8 +3,11 @@
 
     # in a scratch copy of a workspace where `make repro` has finished (writes only under data/levers/):
     git clone -q . ../scratch && cp -a data ../scratch/ && cd ../scratch
-    python benchmarks/presto_s_levers.py --iterations 1200 \
-        --lever ema:train.ema_decay=0.995 --lever lr_g_1e-5:train.lr_generator=1e-5 --out results/benchmarks
+    python benchmarks/presto_s_levers.py --iterations 1200 --lever ema_0.99:train.ema_decay=0.99 \
+        --lever lr_g_1e-5:train.lr_generator=1e-5 --lever ema_0.99_300:train.ema_decay=0.99,train.iterations=300 \
+        --lever ema_0.99_lr_g_2e-5:train.ema_decay=0.99,train.lr_generator=2e-5
+    python benchmarks/presto_s_levers.py --lever ema_0.99:train.ema_decay=0.99 --presto-ls ema_0.99 \
+        --name presto_s_levers_presto_ls              # the two committed reports (results/benchmarks/)
 
 At `cpu` the main Presto-S run (`presto_s.presto_s_run`) ends 7.8 FAD / 46 MMD behind the base model, and
 continuing it from 300 to 1200 iterations made it worse (`distill_budget.md`). Each lever here is a fresh run of
@@ -134,8 +137,24 @@ def _curve_summary(path: Path) -> dict[str, float]:
     return {"val_mmd_best": float(v.min()), "best_step": int(d["step"][v.idxmin()]), "val_mmd_last": float(v.iloc[-1])}
 
 
+def _run(lever: str, tag: str, Q: dict[str, Any], cmd: list[str], curve: Path) -> dict[str, Any]:
+    """Run a stage command on params Q (written to data/levers/<lever>/params<tag>.yaml) unless it ran before;
+    keep its wall time and learning curve beside them; returns {minutes, curve summary}."""
+    d = ROOT / lever
+    minutes, kept = d / f"minutes{tag}.txt", d / f"learning_curve{tag}.csv"
+    if not minutes.is_file():
+        qpath = d / f"params{tag}.yaml"
+        qpath.parent.mkdir(parents=True, exist_ok=True)
+        qpath.write_text(yaml.safe_dump(Q, sort_keys=False))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", *cmd, "--params", str(qpath)], check=True)
+        minutes.write_text(f"{(time.perf_counter() - t0) / 60:.2f}\n")
+        shutil.copy(curve, kept)
+    return {**_curve_summary(kept), "minutes": float(minutes.read_text())}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from presto_lib.stages.claims import BASELINES, Inputs
+    from presto_lib.stages.claims import BASELINES, Inputs, _samples
     from presto_lib.stages.common import results_root
     from presto_lib.stages.evaluation import make_evaluator
 
@@ -150,53 +169,32 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     P = yaml.safe_load(Path(a.params).read_text())
     levers = dict(map(parse_lever, a.lever))
+    Qs = {n: lever_params(P, n, sets, a.iterations) for n, sets in levers.items()}
     run = P["presto_s"]["presto_s_run"]
-    curve = Path(results_root(P)) / "plots" / f"presto_s_{run}_learning_curve.csv"
+    plots = Path(results_root(P)) / "plots"
     info = []
     for name, sets in levers.items():
-        Q = lever_params(P, name, sets, a.iterations)
-        if not (lever_samples(Q) / "samples.csv").is_file():
-            qpath = ROOT / name / "params.yaml"
-            qpath.parent.mkdir(parents=True, exist_ok=True)
-            qpath.write_text(yaml.safe_dump(Q, sort_keys=False))
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "presto_lib.stages.presto_s", "--run", run, "--params", str(qpath),
-                            "--restart"], check=True)
-            (ROOT / name / "minutes.txt").write_text(f"{(time.perf_counter() - t0) / 60:.2f}\n")
-            shutil.copy(curve, ROOT / name / "learning_curve.csv")
         info.append({"lever": name, "change": ", ".join(f"{k}={v}" for k, v in sets.items()),
-                     "iterations": int(Q["presto_s"]["train"]["iterations"]),
-                     **_curve_summary(ROOT / name / "learning_curve.csv"),
-                     "minutes": float((ROOT / name / "minutes.txt").read_text())})
+                     "iterations": int(Qs[name]["presto_s"]["train"]["iterations"]),
+                     **_run(name, "", Qs[name], ["presto_lib.stages.presto_s", "--run", run, "--restart"],
+                            plots / f"presto_s_{run}_learning_curve.csv")})
     for name in a.presto_ls:
-        Q = ls_params(lever_params(P, name, levers[name], a.iterations))
-        if not (ls_samples(Q) / "samples.csv").is_file():
-            qpath = ROOT / name / "params_presto_ls.yaml"
-            qpath.write_text(yaml.safe_dump(Q, sort_keys=False))
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "presto_lib.stages.presto_ls", "distill", "--params", str(qpath)],
-                           check=True)
-            (ROOT / name / "minutes_presto_ls.txt").write_text(f"{(time.perf_counter() - t0) / 60:.2f}\n")
-            shutil.copy(curve.parent / "presto_ls_learning_curve.csv", ROOT / name / "learning_curve_presto_ls.csv")
+        Q = ls_params(Qs[name])
         info.append({"lever": f"{name} Presto-LS", "change": "presto_ls.iterations = train.iterations",
                      "iterations": int(Q["presto_ls"]["iterations"]),
-                     **_curve_summary(ROOT / name / "learning_curve_presto_ls.csv"),
-                     "minutes": float((ROOT / name / "minutes_presto_ls.txt").read_text())})
+                     **_run(name, "_presto_ls", Q, ["presto_lib.stages.presto_ls", "distill"],
+                            plots / "presto_ls_learning_curve.csv")})
     ev = make_evaluator(P, "presto_s", save=False)
     ref = ev.reference()
     I = Inputs(P, Path(results_root(P)), ref["audio"], float(ref["sigma"]), scorer=ev)
-    S = Path(P["presto_s"]["samples_dir"])
-    dmd_gan = S / f"presto_s_{P['presto_s']['dmd_gan_run']}"
-    baselines = {k: Path(d) if d else dmd_gan for k, d in BASELINES}          # C7's, where the pipeline ran them
-    against = {"base": S / "base", "committed": S / f"presto_s_{run}",
+    baselines = {k: Path(d) if d else _samples(I, k) for k, d in BASELINES}     # C7's, as stages.claims.c7 reads them
+    against = {"base": _samples(I, "base"), "committed": _samples(I, "presto_s"),
                **{k: d for k, d in baselines.items() if (d / "samples.csv").is_file()}}
     committed = {k: d for k, d in against.items() if k != "committed"}
     df = pd.concat([cell_rows(I, "committed", against["committed"], committed)]
-                   + [cell_rows(I, n, lever_samples(lever_params(P, n, s, a.iterations)), against)
-                      for n, s in levers.items()]
-                   + [cell_rows(I, f"{n} Presto-LS", ls_samples(ls_params(lever_params(P, n, levers[n], a.iterations))),
-                                {"base": against["base"], "committed": against["committed"],
-                                 f"{n}": lever_samples(lever_params(P, n, levers[n], a.iterations))})
+                   + [cell_rows(I, n, lever_samples(Qs[n]), against) for n in levers]
+                   + [cell_rows(I, f"{n} Presto-LS", ls_samples(ls_params(Qs[n])),
+                                {"base": against["base"], "committed": against["committed"], n: lever_samples(Qs[n])})
                       for n in a.presto_ls], ignore_index=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
