@@ -110,6 +110,24 @@ def test_evaluate_dir_with_corpus_clap(corpus, tmp_path):
     assert row["CLAP (corpus)"] == pytest.approx(ref, abs=1e-3)
 
 
+def test_embed_memoises_per_clip_and_embeds_only_new_clips(corpus, cached, monkeypatch):
+    """A clip embedded once (a curve folder that is the head of a Table 2 folder) is not embedded again, and the
+    memoised rows equal a fresh embedding of each clip, in the caller's order (duplicates included)."""
+    waves, sr, _ = E.read_split(corpus / "manifest.csv", "valid")
+    ev = E.Evaluator(corpus / "manifest.csv", "test", cached[0], clap=None)
+    seen, real = [], E.embed_set
+    monkeypatch.setattr(E, "embed_set", lambda w, *a, **k: (seen.append(len(w)), real(w, *a, **k))[1])
+    head = ev.embed(waves[:4], sr)["audio"]
+    both = ev.embed([waves[5], waves[1], waves[5], waves[0]], sr)["audio"]
+    assert seen == [4, 1]                                      # only waves[5] was new, and only once
+    fresh = real(waves[:6], sr, None, ev.musicnn, "musicnn")["audio"]
+    np.testing.assert_allclose(head, fresh[:4], atol=1e-5)
+    np.testing.assert_allclose(both, fresh[[5, 1, 5, 0]], atol=1e-5)
+    assert not np.allclose(both[0], both[1], atol=1e-3)      # distinct clips: the order check can fail
+    with pytest.raises(ValueError, match="no waveforms"):
+        ev.embed(waves[:0], sr)
+
+
 def test_bad_samples_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="samples.csv"):
         E.read_samples(tmp_path)

@@ -125,3 +125,24 @@ def test_time_systems_reports_every_system_with_its_decode_share():
     assert (df["rtf"] * df["latency_s"]).round(9).eq(4.0).all() and (df["generation_s"] >= 0).all()
     with pytest.raises(ValueError):
         time_systems({"a": lambda: None}, lambda: None, audio_seconds=0.0)
+
+
+@pytest.mark.parametrize("sampler", ["base", "presto_s"])
+def test_copy_head_equals_generating_the_head_again(pipe, tmp_path, sampler):
+    """The eval folder of a Table 2 run is copied from the head of its 168-prompt set (`copy_head`), not sampled
+    twice: byte-identical to sampling the first prompts again, for the base sampler and a Presto-S generator."""
+    from presto_lib.diffusion.pipeline import copy_head
+    from presto_lib.distill.generator import generator_sampler
+    from presto_lib.distill.presto_s import PrestoSConfig
+
+    gen = pipe.generate if sampler == "base" else generator_sampler(pipe, pipe.model, PrestoSConfig(), 2)
+    prompts = [{"caption": c, "bpm": b} for c, b in zip(CAPTIONS * 2, BPMS + [90.0, 120.0, 60.0])]
+    write_samples(gen, prompts, tmp_path / "all", SR, batch_size=2, seed=7)
+    copy_head(tmp_path / "all", tmp_path / "head", 4)
+    write_samples(gen, prompts[:4], tmp_path / "again", SR, batch_size=2, seed=7)
+    names = sorted(p.name for p in (tmp_path / "again").iterdir())
+    assert names == ["0000.wav", "0001.wav", "0002.wav", "0003.wav", "samples.csv"]
+    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == names
+    for n in names:
+        assert (tmp_path / "head" / n).read_bytes() == (tmp_path / "again" / n).read_bytes(), n
+    assert (tmp_path / "all" / "0004.wav").read_bytes() != (tmp_path / "all" / "0001.wav").read_bytes()

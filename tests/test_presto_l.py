@@ -305,9 +305,11 @@ def test_curve_folder_is_the_head_of_the_table_folder(tmp_path):
     from presto_lib.audio import load_audio
     from presto_lib.stages.presto_l import generate_all
     prompts = [{"caption": f"tune {i}", "bpm": 90.0 + i} for i in range(5)]
-    runs = generate_all(StubT2M(), prompts[:3], [2, 4], tmp_path / "run", (prompts, 4, tmp_path / "table"), 2, 7)
-    direct = generate_all(StubT2M(), prompts[:3], [4], tmp_path / "direct", None, 2, 7)
+    runs = generate_all(StubT2M(), prompts[:4], [2, 4], tmp_path / "run", (prompts, 4, tmp_path / "table"), 2, 7)
+    direct = generate_all(StubT2M(), prompts[:4], [4], tmp_path / "direct", None, 2, 7)
     assert runs["curves"][4] == {"seconds": 0.0, "nfe": 7} and runs["table"]["prompts"] == 5
+    odd = generate_all(StubT2M(), prompts[:3], [4], tmp_path / "odd", (prompts, 4, tmp_path / "t2"), 2, 7)
+    assert odd["curves"][4]["seconds"] > 0           # 3 prompts in batches of 2: the batches differ, so sample
     assert direct["curves"][4]["seconds"] > 0 and runs["curves"][2]["nfe"] == 3
     reused, fresh = tmp_path / "run" / "steps_4", tmp_path / "direct" / "steps_4"
     assert pd.read_csv(reused / "samples.csv").equals(pd.read_csv(fresh / "samples.csv"))

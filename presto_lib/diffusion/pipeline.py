@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,7 +25,7 @@ from presto_lib.data.latents import LatentCodec, LatentNorm, vae_latent_scale
 from presto_lib.diffusion.edm import RHO, SIGMA_MAX, SIGMA_MIN, edm_sigmas
 from presto_lib.diffusion.sampling import cfg_denoiser, cfgpp_denoiser, get_sampler
 
-__all__ = ["SamplingConfig", "TextToMusic", "read_prompts", "write_samples", "GUIDANCE"]
+__all__ = ["SamplingConfig", "TextToMusic", "read_prompts", "write_samples", "copy_head", "GUIDANCE"]
 
 GUIDANCE = ("cfgpp", "cfg", "cond", "uncond")
 
@@ -211,3 +212,22 @@ def write_samples(generate: Callable[[list[str], list[float], list[int]], Tensor
         w.writeheader()
         w.writerows(rows)
     return out / "samples.csv"
+
+
+def copy_head(src: str | os.PathLike, dst: str | os.PathLike, n: int) -> Path:
+    """The first n samples of a `write_samples` folder as a folder of their own (same prompts, seeds and audio).
+
+    Each sample's noise comes from its own seed, so this equals generating the first n prompts again (when the
+    batches line up: n a multiple of the batch size); returns the new samples.csv."""
+    src, dst = Path(src), Path(dst)
+    with open(src / "samples.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:int(n)]
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for r in rows:
+        shutil.copy2(src / r["path"], dst / r["path"])
+    with atomic_path(dst / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "caption", "bpm", "seed"])
+        w.writeheader()
+        w.writerows(rows)
+    return dst / "samples.csv"

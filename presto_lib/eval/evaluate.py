@@ -205,6 +205,12 @@ def _split_key(df: pd.DataFrame, root: Path, extra: dict) -> str:
     return h.hexdigest()
 
 
+def _clip_key(wave: np.ndarray, sample_rate: int) -> str:
+    """Hash of a clip's samples and rate (the `Evaluator.embed` memo key)."""
+    w = np.ascontiguousarray(wave, dtype=np.float32)
+    return hashlib.sha1(f"{sample_rate}|{w.shape}|".encode() + w.tobytes()).hexdigest()
+
+
 class Evaluator:
     """Scores sets of clips against a cached reference split; `evaluate_dir(samples_dir)` -> table row."""
 
@@ -228,10 +234,23 @@ class Evaluator:
         self.clap_name = clap_label(self.clap)
         self._ref = None
         self._text: dict[str, np.ndarray] = {}                # caption -> CLAP text embedding
+        self._clips: dict[str, dict[str, np.ndarray]] = {}    # clip hash -> its embeddings (`embed`)
 
     def embed(self, waves: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
-        """Backbone + CLAP audio embeddings of a set of clips."""
-        return embed_set(waves, sample_rate, self.clap, self.musicnn, self.backbone)
+        """Backbone + CLAP audio embeddings of a set of clips, memoised per clip: a clip scored twice (a curve
+        folder that is the head of a Table 2 folder, a system in two tables) is embedded once."""
+        if not waves:
+            return embed_set(waves, sample_rate, self.clap, self.musicnn, self.backbone)
+        keys = [_clip_key(w, sample_rate) for w in waves]
+        new: dict[str, int] = {}                              # clip hash -> first index, clips not seen yet
+        for i, k in enumerate(keys):
+            if k not in self._clips and k not in new:
+                new[k] = i
+        if new:
+            out = embed_set([waves[i] for i in new.values()], sample_rate, self.clap, self.musicnn, self.backbone)
+            for j, k in enumerate(new):
+                self._clips[k] = {name: a[j] for name, a in out.items()}
+        return {name: np.stack([self._clips[k][name] for k in keys]) for name in self._clips[keys[0]]}
 
     def reference(self) -> dict[str, np.ndarray]:
         """Reference embeddings + MMD bandwidth, from the cache when it matches the manifest, else computed."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from presto_lib.diffusion.edm import EDM_KEYS
-from presto_lib.diffusion.pipeline import TextToMusic, read_prompts, write_samples
+from presto_lib.diffusion.pipeline import TextToMusic, copy_head, read_prompts, write_samples
 from presto_lib.distill.presto_l import (VARIANTS, LayerDropModel, PrestoLConfig, PrestoLStep,
                                          save_layer_drop_model, variant_config)
 from presto_lib.stages.base import sampling_config
@@ -88,24 +87,12 @@ def _generate(t2m: TextToMusic, prompts: list[dict], steps: int, out: Path, batc
     return {"seconds": time.perf_counter() - t0, "nfe": t2m.nfe}
 
 
-def _head(src: Path, dst: Path, n: int) -> None:
-    """The first n samples of a samples folder as a folder of their own (same prompts, seeds and audio)."""
-    import pandas as pd
-
-    rows = pd.read_csv(src / "samples.csv").head(n)
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    for f in rows["path"]:
-        shutil.copy2(src / f, dst / f)
-    rows.to_csv(dst / "samples.csv", index=False)
-
-
 def generate_all(t2m: TextToMusic, curve_prompts: list[dict], steps: list[int], out_dir: Path,
                  table: tuple[list[dict], int, Path] | None, batch_size: int, seed: int) -> dict[str, Any]:
     """Curve samples out_dir/steps_<k>/ for every k, and the Table 2 set (prompts, steps, folder) when given.
 
     Each sample draws its noise from its own seed (`TextToMusic`), so when the curve prompts are the first
-    prompts of the Table 2 set at the same steps, that curve folder is the head of the Table 2 folder.
+    prompts of the Table 2 set at the same steps and batches, that curve folder is the head of the Table 2 folder.
     """
     runs: dict[str, Any] = {"curves": {}}
     reuse = None
@@ -113,11 +100,12 @@ def generate_all(t2m: TextToMusic, curve_prompts: list[dict], steps: list[int], 
         t_prompts, t_steps, t_dir = table
         runs["table"] = {"steps": t_steps, "prompts": len(t_prompts),
                          **_generate(t2m, t_prompts, t_steps, t_dir, batch_size, seed)}
-        if t_steps in steps and t_prompts[:len(curve_prompts)] == curve_prompts:
+        if (t_steps in steps and t_prompts[:len(curve_prompts)] == curve_prompts
+                and len(curve_prompts) % batch_size == 0):
             reuse = t_steps
     for k in steps:
         if k == reuse:
-            _head(table[2], out_dir / f"steps_{k}", len(curve_prompts))
+            copy_head(table[2], out_dir / f"steps_{k}", len(curve_prompts))
             runs["curves"][k] = {"seconds": 0.0, "nfe": runs["table"]["nfe"]}
         else:
             runs["curves"][k] = _generate(t2m, curve_prompts, k, out_dir / f"steps_{k}", batch_size, seed)

@@ -104,7 +104,7 @@ def distill(ps: PrestoS, latents_dir: str | os.PathLike, run_dir: str | os.PathL
 
 def main(argv: list[str] | None = None) -> int:
     """CLI of the per-run stage (see the module docstring)."""
-    from presto_lib.diffusion.pipeline import TextToMusic, read_prompts, write_samples
+    from presto_lib.diffusion.pipeline import TextToMusic, copy_head, read_prompts, write_samples
     from presto_lib.diffusion.score_model import save_score_model
 
     ap = argparse.ArgumentParser(prog="python -m presto_lib.stages.presto_s", description=__doc__,
@@ -140,19 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_prompts(p["manifest"], "test", limit=p["eval_prompts"])
     steps, table = sample_steps(cfg, int(p["table_steps"]), p["eval_steps"], a.run in p["curve_runs"])
     bs, info["samples_s"] = int(p["gen_batch_size"]), {}
-    for k in steps:
-        t1 = time.perf_counter()
-        write_samples(generator_sampler(t2m, G, cfg, k), prompts, out / f"steps_{k}", t2m.sample_rate,
-                      batch_size=bs, seed=seed)
-        info["samples_s"][k] = time.perf_counter() - t1
     # data/samples/presto_s_<run>: the Table 2 runs use the base row's prompts, the others the steps_<table> set
     dst = Path(p["samples_dir"]) / f"presto_s_{a.run}"
     shutil.rmtree(dst, ignore_errors=True)
+    head = None                                     # the step count whose eval folder is the head of dst
     if a.run in (p["presto_s_run"], p["dmd_gan_run"]):
-        limit = p["table_prompts"] or P["base"]["eval_prompts"]
-        write_samples(generator_sampler(t2m, G, cfg, table), read_prompts(p["manifest"], "test", limit=limit), dst,
-                      t2m.sample_rate, batch_size=bs, seed=seed)
-    else:
+        t_prompts = read_prompts(p["manifest"], "test", limit=p["table_prompts"] or P["base"]["eval_prompts"])
+        t1 = time.perf_counter()
+        write_samples(generator_sampler(t2m, G, cfg, table), t_prompts, dst, t2m.sample_rate, batch_size=bs,
+                      seed=seed)
+        info["samples_s"]["table_prompts"] = time.perf_counter() - t1
+        if t_prompts[:len(prompts)] == prompts and len(prompts) % bs == 0:
+            head = table
+    for k in steps:
+        t1 = time.perf_counter()
+        if k == head:                               # same prompts, seeds and batches: copy, do not regenerate
+            copy_head(dst, out / f"steps_{k}", len(prompts))
+        else:
+            write_samples(generator_sampler(t2m, G, cfg, k), prompts, out / f"steps_{k}", t2m.sample_rate,
+                          batch_size=bs, seed=seed)
+        info["samples_s"][k] = time.perf_counter() - t1
+    if not dst.is_dir():
         shutil.copytree(out / f"steps_{table}", dst)
     info["table_steps"] = table
     write_json(out / "info.json", info)
