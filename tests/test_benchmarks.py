@@ -117,3 +117,23 @@ def test_step_curve_samples_the_same_prompts_and_seeds_for_every_setting_and_ste
     assert {c[:3] for c in calls} == {(("c0", "c1", "c2"), (90.0, 91.0, 92.0), (0, 1, 2))}
     assert [c[3] for c in calls][1] == {"guidance": "cfgpp", "w": 0.8, "steps": 4}
     assert (df.n == 3).all() and {"hf_share", "flatness", "gen_s"} <= set(df.columns)
+
+
+def test_pipeline_eta_scales_the_committed_run_by_the_vae_step_time(tmp_path):
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("pipeline_eta", ROOT / "benchmarks" / "pipeline_eta.py")
+    eta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eta)
+    times = pd.DataFrame({"stage": ["corpus", "vae", "SUM", "TOTAL"], "minutes": [3.0, 37.0, 160.0, 164.0],
+                          "train_logged_s": [None, 2000.0, None, None]})
+    r = eta.project(times, 1500.0)                          # this machine trains the VAE in 3/4 of the time
+    assert r["factor"] == pytest.approx(0.75) and r["projected_min"] == pytest.approx(123.0)
+    with pytest.raises(ValueError, match="vae"):
+        eta.project(times[times["stage"] != "vae"], 1500.0)
+    times.to_csv(tmp_path / "times.csv", index=False)
+    out = run("benchmarks/pipeline_eta.py", "--profile", "smoke", "--steps", "2", "--warmup", "1", "--threads", "1",
+              "--times", str(tmp_path / "times.csv"))
+    assert "per GAN step here" in out and "projected pipeline" in out and "committed run 164.0 min" in out, out
