@@ -109,6 +109,18 @@ def test_prdc_matches_the_definition(k):
         assert got[key] == pytest.approx(float(ref[key]), abs=1e-9), key
 
 
+def test_prdc_starts_no_thread_pool(monkeypatch):
+    """Bootstrap intervals call prdc hundreds of times: its distances must not start joblib workers each call."""
+    import sklearn.utils.parallel
+
+    def refuse(*a, **k):
+        raise AssertionError("prdc started a joblib pool")
+    monkeypatch.setattr(sklearn.utils.parallel.Parallel, "__init__", refuse)
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(60, 4)), rng.normal(0.3, 1.3, size=(45, 4))
+    assert prdc(real, fake, k=5) == pytest.approx(_ref_prdc(real, fake, 5))
+
+
 def test_prdc_bad_k():
     x = np.zeros((4, 2))
     with pytest.raises(ValueError, match="k=5"):
