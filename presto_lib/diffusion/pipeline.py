@@ -207,6 +207,11 @@ def write_samples(generate: Callable[[list[str], list[float], list[int]], Tensor
             name = f"{i + j:04d}.wav"
             save_audio(out / name, wav[j].detach().cpu().numpy(), sample_rate)
             rows.append({"path": name, "caption": p["caption"], "bpm": float(p["bpm"]), "seed": s})
+    return _write_index(out, rows)
+
+
+def _write_index(out: Path, rows: list[dict]) -> Path:
+    """out/samples.csv (path, caption, bpm, seed), written atomically; returns its path."""
     with atomic_path(out / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "caption", "bpm", "seed"])
         w.writeheader()
@@ -226,8 +231,4 @@ def copy_head(src: str | os.PathLike, dst: str | os.PathLike, n: int) -> Path:
     dst.mkdir(parents=True)
     for r in rows:
         shutil.copy2(src / r["path"], dst / r["path"])
-    with atomic_path(dst / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "caption", "bpm", "seed"])
-        w.writeheader()
-        w.writerows(rows)
-    return dst / "samples.csv"
+    return _write_index(dst, rows)
